@@ -1,0 +1,41 @@
+# One-command entry points. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED = 1
+
+.PHONY: setup demo test test-slow lint proto clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[cpu,test]"
+	touch $@
+
+# Sample library -> features (random weights: no ImageNet download).
+demo: setup
+	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/library --videos 24
+	$(VENV)/bin/extract_features --input $(DEMO_DIR)/library --output $(DEMO_DIR)/features \
+		--labels $(DEMO_DIR)/library/labels.csv --weights random --pca_dims 128
+
+# pytest exits 5 when it collects nothing: that is a failure of the suite, not a pass.
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: setup
+	$(PY) -m pytest -m slow -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# Regenerates proto/*_pb2.py; grpcio-tools 1.76 ships protoc 6.31, matching protobuf<7.
+proto: setup
+	$(PY) -m pip install -q --target $(VENV)/protoc grpcio-tools==1.76.0 --no-deps
+	PYTHONPATH=$(VENV)/protoc $(PY) -m grpc_tools.protoc -Iproto --python_out=proto proto/*.proto
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

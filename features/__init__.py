@@ -1,0 +1,1 @@
+"""Pure numpy/TensorFlow building blocks: decoding, backbones, PCA, quantization, records."""

@@ -1,0 +1,36 @@
+"""Constants that define the YouTube-8M feature and record formats, in one place."""
+
+# Frame sampling, as YouTube-8M: one frame per second, at most 300 frames per video.
+DEFAULT_FPS = 1.0
+DEFAULT_MAX_FRAMES = 300
+
+# PCA: YouTube-8M keeps 1024 whitened dimensions of Inception's 2048.
+MAX_PCA_DIMS = 1024
+# Whitening epsilon of YouTube-8M's published PCA (absolute).
+YT8M_PCA_EPSILON = 1e-4
+# Whitening epsilon of a self-fitted PCA, as a fraction of the largest eigenvalue: random and
+# ImageNet backbones differ in feature scale by orders of magnitude.
+RELATIVE_PCA_EPSILON = 1e-4
+DEFAULT_PCA_SAMPLE_FRAMES = 50_000
+
+# 8-bit quantization of whitened features.
+QUANTIZE_MIN = -2.0
+QUANTIZE_MAX = 2.0
+QUANTIZE_LEVELS = 256
+
+# Record keys.
+ID_KEY = "id"
+LEGACY_ID_KEY = "video_id"
+LABELS_KEY = "labels"
+RGB_KEY = "rgb"
+AUDIO_KEY = "audio"
+MEAN_RGB_KEY = "mean_rgb"
+
+# Output layout under --output.
+FRAME_DIR = "frame"
+VIDEO_DIR = "video"
+PCA_FILE = "pca.npz"
+VOCABULARY_FILE = "vocabulary.csv"
+MANIFEST_FILE = "manifest.json"
+FAILED_PREFIX = "failed"
+RECORD_SUFFIX = ".tfrecord"

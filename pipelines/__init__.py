@@ -1,0 +1,1 @@
+"""Apache Beam jobs built on `features`."""

@@ -1,0 +1,58 @@
+"""Values that flow between the extraction job's steps, keyed by video id."""
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf import json_format
+
+from framevlad_proto import framevlad_pb2
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """A matched video with its resolved label indices."""
+
+    video_id: str
+    path: str
+    labels: tuple[int, ...]
+    labeled: bool  # False when --labels has no row for this id
+
+
+@dataclass(frozen=True)
+class DecodeSummary:
+    """What decoding one video produced; joined with its chunks to assemble records."""
+
+    video: VideoInput
+    frames: int
+    truncated: bool
+    error: str
+    span_s: float
+
+
+@dataclass(frozen=True)
+class QuantizedChunk:
+    start_index: int
+    quantized: np.ndarray  # [n, K] uint8
+    feature_sum: np.ndarray  # [K] float64, of the whitened features before quantization
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One input in the dead letter; `reason` is a short machine-readable word."""
+
+    path: str
+    video_id: str
+    reason: str
+    detail: str
+
+    def to_json_line(self, run_id: str) -> str:
+        message = framevlad_pb2.FailedInput(
+            path=self.path,
+            video_id=self.video_id,
+            reason=self.reason,
+            detail=self.detail,
+            run_id=run_id,
+        )
+        as_dict = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return json.dumps(as_dict, sort_keys=True)

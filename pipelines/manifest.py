@@ -1,0 +1,96 @@
+"""`<output>/manifest.json`: what an output holds and how to rebuild its features."""
+
+import datetime
+import importlib.metadata
+import json
+
+from google.protobuf import json_format
+
+from features.formats import MANIFEST_FILE, PCA_FILE, RGB_KEY, VOCABULARY_FILE
+from features.labels import Vocabulary
+from features.pca import PcaTransform
+from framevlad_proto import framevlad_pb2
+from pipelines import storage
+from pipelines.config import ExtractConfig
+
+FORMAT_VERSION = 1
+_VERSIONED_PACKAGES = ("framevlad", "tensorflow", "keras", "apache-beam", "av", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            if package == "tensorflow":  # installed as tensorflow-cpu by the [cpu] extra
+                versions[package] = importlib.metadata.version("tensorflow-cpu")
+    return versions
+
+
+def relative_to(output: str, paths: list[str]) -> list[str]:
+    prefix = output.rstrip("/") + "/"
+    return sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in paths)
+
+
+def build_manifest(
+    config: ExtractConfig,
+    weights: framevlad_pb2.WeightsSource,
+    frame_size: tuple[int, int],
+    pca: PcaTransform,
+    pca_info: framevlad_pb2.PcaInfo,
+    counts: dict[str, int],
+    vocabulary: Vocabulary,
+    written: dict[str, list[str]],
+) -> framevlad_pb2.Manifest:
+    """`written` maps frame_records / video_records / failed_records to absolute paths."""
+    manifest = framevlad_pb2.Manifest(
+        format_version=FORMAT_VERSION,
+        run_id=config.run_id,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        input=config.input_pattern,
+        id_root=config.id_root,
+        backbone=config.backbone,
+        weights=weights,
+        fps=config.fps,
+        max_frames=config.max_frames,
+        frame_height=frame_size[0],
+        frame_width=frame_size[1],
+        pca=pca_info,
+        feature_sizes={RGB_KEY: pca.output_dims},
+        vocabulary_file=VOCABULARY_FILE if len(vocabulary) else "",
+        num_classes=len(vocabulary),
+        versions=package_versions(),
+    )
+    manifest.pca.file = PCA_FILE
+    manifest.pca.input_dims = pca.input_dims
+    manifest.pca.output_dims = pca.output_dims
+    manifest.pca.epsilon = pca.epsilon
+    for field in ("seen", "ok", "failed", "frames", "truncated", "unlabeled"):
+        setattr(manifest.counts, field, counts.get(field, 0))
+    manifest.counts.labels_without_video = counts.get("labels_without_video", 0)
+    prefix = "failed_by_reason/"
+    for key, value in counts.items():
+        if key.startswith(prefix):
+            manifest.counts.failed_by_reason[key[len(prefix) :]] = value
+    for field, paths in written.items():
+        getattr(manifest, field).extend(relative_to(config.output, paths))
+    return manifest
+
+
+def manifest_to_json(manifest: framevlad_pb2.Manifest) -> str:
+    as_dict = json_format.MessageToDict(
+        manifest, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return json.dumps(as_dict, indent=2, sort_keys=True) + "\n"
+
+
+def write_manifest(output: str, manifest: framevlad_pb2.Manifest) -> str:
+    path = storage.join(output, MANIFEST_FILE)
+    storage.write_bytes(path, manifest_to_json(manifest).encode())
+    return path
+
+
+def read_manifest(path: str) -> framevlad_pb2.Manifest:
+    """Reads a manifest.json; unknown fields from newer writers are ignored."""
+    return json_format.Parse(storage.read_bytes(path), framevlad_pb2.Manifest(), ignore_unknown_fields=True)

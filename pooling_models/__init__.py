@@ -1,0 +1,1 @@
+"""Keras pooling models trained on frame-level features."""
