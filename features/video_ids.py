@@ -7,7 +7,24 @@ _WILDCARD = re.compile(r"[*?\[]")
 
 # Container extensions matched when --input names a folder (a glob matches what it says).
 VIDEO_EXTENSIONS = frozenset(
-    ".3gp .avi .flv .h264 .m2ts .m4v .mkv .mov .mp4 .mpeg .mpg .mts .ogv .ts .webm .wmv".split()
+    [
+        ".3gp",
+        ".avi",
+        ".flv",
+        ".h264",
+        ".m2ts",
+        ".m4v",
+        ".mkv",
+        ".mov",
+        ".mp4",
+        ".mpeg",
+        ".mpg",
+        ".mts",
+        ".ogv",
+        ".ts",
+        ".webm",
+        ".wmv",
+    ]
 )
 
 

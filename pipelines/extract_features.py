@@ -32,7 +32,6 @@ from features.formats import (
 )
 from features.labels import LabelError, Vocabulary
 from features.pca import PcaTransform, load_pca
-from framevlad_proto import framevlad_pb2
 from pipelines import manifest, storage
 from pipelines.config import ExtractConfig
 from pipelines.pca_fit import run_pca_fit
@@ -179,8 +178,11 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
 
 def prepare_pca(
     config: ExtractConfig, options: PipelineOptions, frame_size: tuple[int, int]
-) -> tuple[PcaTransform, framevlad_pb2.PcaInfo]:
-    """Loads, reuses or fits the PCA and leaves it at <output>/pca.npz."""
+) -> tuple[PcaTransform, str, int]:
+    """Loads, reuses or fits the PCA and leaves it at <output>/pca.npz.
+
+    Returns the PCA, where it came from (fit | reused | --pca PATH) and the frames it was
+    fitted on by this run (0 unless fitted)."""
     output_pca = storage.join(config.output, PCA_FILE)
     feature_dims = backbones.BACKBONES[config.backbone].feature_dims
     sample_frames = 0
@@ -204,8 +206,7 @@ def prepare_pca(
         buffer = io.BytesIO()
         pca.save(buffer)
         storage.write_bytes(output_pca, buffer.getvalue())
-    info = framevlad_pb2.PcaInfo(source=source, sample_frames=sample_frames)
-    return pca, info
+    return pca, source, sample_frames
 
 
 def build_pipeline(
@@ -216,7 +217,7 @@ def build_pipeline(
     given_vocabulary: Vocabulary,
 ) -> None:
     """Adds the extraction steps to `pipeline`; `manifest_parts` are build_manifest's
-    run-independent arguments (weights, frame_size, pca_info)."""
+    run-independent arguments (weights, frame_size, pca_source, pca_sample_frames)."""
     keyed_paths = pipeline | "Match" >> MatchVideos(config)
     unique = (
         keyed_paths
@@ -339,13 +340,12 @@ def run(
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     frame_size = backbones.BACKBONES[config.backbone].input_size
-    pca, pca_info = prepare_pca(config, options, frame_size)
+    pca, pca_source, pca_sample_frames = prepare_pca(config, options, frame_size)
     manifest_parts = {
-        "weights": framevlad_pb2.WeightsSource(
-            kind=weights.kind, path=weights.path, sha256=weights.sha256, seed=weights.seed or 0
-        ),
+        "weights": weights,
         "frame_size": frame_size,
-        "pca_info": pca_info,
+        "pca_source": pca_source,
+        "pca_sample_frames": pca_sample_frames,
     }
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, config, pca, manifest_parts, given_vocabulary)

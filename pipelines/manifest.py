@@ -6,6 +6,7 @@ import json
 
 from google.protobuf import json_format
 
+from features.backbones import WeightsSource
 from features.formats import MANIFEST_FILE, PCA_FILE, RGB_KEY, VOCABULARY_FILE
 from features.labels import Vocabulary
 from features.pca import PcaTransform
@@ -35,10 +36,11 @@ def relative_to(output: str, paths: list[str]) -> list[str]:
 
 def build_manifest(
     config: ExtractConfig,
-    weights: framevlad_pb2.WeightsSource,
+    weights: WeightsSource,
     frame_size: tuple[int, int],
     pca: PcaTransform,
-    pca_info: framevlad_pb2.PcaInfo,
+    pca_source: str,
+    pca_sample_frames: int,
     counts: dict[str, int],
     vocabulary: Vocabulary,
     written: dict[str, list[str]],
@@ -51,21 +53,26 @@ def build_manifest(
         input=config.input_pattern,
         id_root=config.id_root,
         backbone=config.backbone,
-        weights=weights,
+        weights=framevlad_pb2.WeightsSource(
+            kind=weights.kind, path=weights.path, sha256=weights.sha256, seed=weights.seed or 0
+        ),
         fps=config.fps,
         max_frames=config.max_frames,
         frame_height=frame_size[0],
         frame_width=frame_size[1],
-        pca=pca_info,
+        pca=framevlad_pb2.PcaInfo(
+            file=PCA_FILE,
+            source=pca_source,
+            input_dims=pca.input_dims,
+            output_dims=pca.output_dims,
+            epsilon=pca.epsilon,
+            sample_frames=pca_sample_frames,
+        ),
         feature_sizes={RGB_KEY: pca.output_dims},
         vocabulary_file=VOCABULARY_FILE if len(vocabulary) else "",
         num_classes=len(vocabulary),
         versions=package_versions(),
     )
-    manifest.pca.file = PCA_FILE
-    manifest.pca.input_dims = pca.input_dims
-    manifest.pca.output_dims = pca.output_dims
-    manifest.pca.epsilon = pca.epsilon
     for field in ("seen", "ok", "failed", "frames", "truncated", "unlabeled"):
         setattr(manifest.counts, field, counts.get(field, 0))
     manifest.counts.labels_without_video = counts.get("labels_without_video", 0)
@@ -93,4 +100,6 @@ def write_manifest(output: str, manifest: framevlad_pb2.Manifest) -> str:
 
 def read_manifest(path: str) -> framevlad_pb2.Manifest:
     """Reads a manifest.json; unknown fields from newer writers are ignored."""
-    return json_format.Parse(storage.read_bytes(path), framevlad_pb2.Manifest(), ignore_unknown_fields=True)
+    return json_format.Parse(
+        storage.read_bytes(path), framevlad_pb2.Manifest(), ignore_unknown_fields=True
+    )

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from features.backbones import FrameEmbedder, build_backbone
+from features.backbones import build_backbone
+from features.embedder import FrameEmbedder
 
 
 class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbedder]):

@@ -5,6 +5,7 @@ written in one feature space, and the extraction pass streams without holding ra
 """
 
 import io
+import itertools
 import math
 import warnings
 from collections.abc import Iterable
@@ -29,10 +30,11 @@ class ReservoirCombineFn(beam.CombineFn):
 
     def __init__(self, capacity: int, seed: int) -> None:
         self._capacity = capacity
-        self._seed = seed
+        self._seeds = itertools.count(seed)
 
     def create_accumulator(self) -> FrameReservoir:
-        return FrameReservoir(self._capacity, seed=self._seed)
+        # Reservoirs that are merged need distinct seeds, else their choices correlate.
+        return FrameReservoir(self._capacity, seed=next(self._seeds))
 
     def add_input(self, reservoir: FrameReservoir, features: np.ndarray) -> FrameReservoir:
         reservoir.add(features)

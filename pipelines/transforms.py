@@ -1,7 +1,7 @@
 """The extraction job's steps: match, key, label, decode, embed, quantize, assemble."""
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -54,7 +54,7 @@ class MatchVideos(beam.PTransform):
 class KeepFirstPath(beam.DoFn):
     """Two files with one id (`a.mp4`, `a.mkv`): the first path in sorted order keeps it."""
 
-    def process(self, keyed_paths: tuple[str, list[str]]) -> Iterator:
+    def process(self, keyed_paths: tuple[str, Iterable[str]]) -> Iterator:
         video_id, paths = keyed_paths
         first, *others = sorted(paths)
         yield video_id, first

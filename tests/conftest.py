@@ -1,0 +1,20 @@
+"""Session fixtures that write small real videos once, shared by every test that reads them."""
+
+from __future__ import annotations
+
+import pytest
+
+from features.synthetic_video import render_index_frame, write_video
+
+INDEXED_VIDEO_FPS = 30
+INDEXED_VIDEO_FRAMES = 300  # 10 s; span 299 / 30 s from the first frame to the last
+INDEXED_VIDEO_SIZE = (120, 160)  # (height, width)
+
+
+@pytest.fixture(scope="session")
+def indexed_video(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 10 s, 30 fps H.264 mp4 whose frame k shows k (see read_frame_index)."""
+    path = str(tmp_path_factory.mktemp("videos") / "indexed_30fps.mp4")
+    frames = (render_index_frame(k, *INDEXED_VIDEO_SIZE) for k in range(INDEXED_VIDEO_FRAMES))
+    write_video(path, frames, fps=INDEXED_VIDEO_FPS)
+    return path

@@ -1,0 +1,153 @@
+"""End-to-end extraction over a real sample library with the tiny backbone."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from features import records
+from features.labels import Vocabulary
+from features.quantize import dequantize
+from pipelines import extract_features
+from tests.pipelines.conftest import BROKEN_INPUTS, SAMPLE_VIDEOS, read_failures, tiny_args
+
+
+def frame_records(output) -> list[records.FrameRecord]:
+    paths = sorted(str(path) for path in (output / "frame").glob("*.tfrecord"))
+    return [records.decode_frame_example(raw) for raw in records.read_tfrecords(paths)]
+
+
+def test_every_input_is_accounted_for(extracted):
+    counts = extracted.manifest["counts"]
+    assert counts["seen"] == SAMPLE_VIDEOS + len(BROKEN_INPUTS) + 1  # + the duplicate
+    assert counts["ok"] == SAMPLE_VIDEOS
+    assert counts["seen"] == counts["ok"] + counts["failed"]
+    assert counts["failed"] == len(extracted.failures)
+    reasons = {
+        failure["path"].split("/library")[-1]: failure["reason"] for failure in extracted.failures
+    }
+    for relative, reason in BROKEN_INPUTS.items():
+        assert [r for p, r in reasons.items() if p.endswith(relative)] == [reason]
+    assert sorted(reasons.values()).count("duplicate_id") == 1
+    assert counts["failed_by_reason"]["duplicate_id"] == 1
+    assert all(failure["detail"] and failure["run_id"] for failure in extracted.failures)
+
+
+def test_frame_records_have_youtube8m_layout(extracted):
+    found = frame_records(extracted.output)
+    assert len(found) == SAMPLE_VIDEOS
+    assert (
+        sum(len(record.features["rgb"]) for record in found)
+        == extracted.manifest["counts"]["frames"]
+    )
+    for record in found:
+        frames = record.features["rgb"]
+        assert frames.dtype == np.uint8 and frames.shape[1] == 32
+        assert 1 <= len(frames) <= 300
+        assert len(record.labels) == 1
+    # The official starter code's parse path reads our records as they are.
+    path = next((extracted.output / "frame").glob("*.tfrecord"))
+    serialized = next(iter(tf.data.TFRecordDataset(str(path))))
+    context, sequence = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={
+            "id": tf.io.FixedLenFeature([], tf.string),
+            "labels": tf.io.VarLenFeature(tf.int64),
+        },
+        sequence_features={"rgb": tf.io.FixedLenSequenceFeature([], dtype=tf.string)},
+    )
+    decoded = tf.reshape(tf.io.decode_raw(sequence["rgb"], tf.uint8), [-1, 32])
+    assert decoded.shape[0] >= 1 and context["id"].numpy()
+
+
+def test_video_records_hold_the_mean_of_whitened_frames(extracted):
+    frames_by_id = {record.video_id: record for record in frame_records(extracted.output)}
+    paths = sorted(str(path) for path in (extracted.output / "video").glob("*.tfrecord"))
+    videos = [records.decode_video_example(raw) for raw in records.read_tfrecords(paths)]
+    assert sorted(video.video_id for video in videos) == sorted(frames_by_id)
+    for video in videos:
+        quantized = frames_by_id[video.video_id].features["rgb"]
+        unclipped = ((quantized > 0) & (quantized < 255)).all(0)  # dims never clipped
+        assert unclipped.sum() >= 4
+        frame_mean = dequantize(quantized).mean(0)
+        # Quantizing moves each frame by at most one level (4/255); the mean moves no further.
+        error = np.abs(video.features["mean_rgb"] - frame_mean)[unclipped]
+        assert error.max() <= 4 / 255
+
+
+def test_labels_and_vocabulary(extracted):
+    vocabulary = Vocabulary.from_csv((extracted.output / "vocabulary.csv").read_text())
+    assert len(vocabulary) == extracted.manifest["num_classes"] >= 4
+    assert list(vocabulary.names) == sorted(vocabulary.names)
+    for record in frame_records(extracted.output):
+        assert record.video_id.startswith(vocabulary.names[record.labels[0]] + "/")
+
+
+def test_manifest_describes_how_to_rebuild_the_features(extracted):
+    manifest = extracted.manifest
+    assert manifest["backbone"] == "tiny"
+    assert manifest["weights"]["kind"] == "random" and manifest["weights"]["seed"] == 0
+    assert manifest["fps"] == 1.0 and manifest["max_frames"] == 300
+    assert manifest["pca"]["file"] == "pca.npz" and manifest["pca"]["source"] == "fit"
+    assert manifest["pca"]["output_dims"] == 32 == manifest["feature_sizes"]["rgb"]
+    assert 0 < manifest["pca"]["sample_frames"] <= manifest["counts"]["frames"] + 20
+    assert manifest["id_root"] == str(extracted.library)
+    assert (extracted.output / "pca.npz").exists()
+    for path in manifest["frame_records"] + manifest["video_records"] + manifest["failed_records"]:
+        assert (extracted.output / path).exists(), path
+        assert manifest["run_id"] in path
+    assert {"tensorflow", "apache-beam", "av", "keras"} <= set(manifest["versions"])
+
+
+def test_linear_probe_separates_classes_from_quantized_bytes(extracted):
+    """Random He-init features stay informative: a least-squares probe on the first- and
+    second-half means (the order classes differ only in order) beats chance by far."""
+    found = frame_records(extracted.output)
+    features = []
+    for record in found:
+        frames = dequantize(record.features["rgb"])
+        half = max(1, len(frames) // 2)
+        features.append(np.concatenate([frames[:half].mean(0), frames[half:].mean(0), [1.0]]))
+    features = np.asarray(features)
+    labels = np.array([record.labels[0] for record in found])
+    classes = np.unique(labels)
+    targets = (labels[:, None] == classes[None]).astype(np.float64)
+    correct = 0
+    for held_out in range(len(found)):  # leave-one-out
+        train = np.arange(len(found)) != held_out
+        weights = np.linalg.lstsq(features[train], targets[train], rcond=1e-3)[0]
+        correct += classes[np.argmax(features[held_out] @ weights)] == labels[held_out]
+    chance = 1 / len(classes)
+    assert correct / len(found) >= chance + 0.4
+
+
+def test_second_run_reuses_the_pca_and_writes_new_shards(extracted, tmp_path):
+    output = tmp_path / "again"
+    output.mkdir()
+    (output / "pca.npz").write_bytes((extracted.output / "pca.npz").read_bytes())
+    args = tiny_args(extracted.library / "broken", output)
+    assert extract_features.main(args) == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["pca"]["source"] == "reused"
+    assert manifest["counts"] == {**manifest["counts"], "seen": 2, "ok": 0, "failed": 2}
+    assert len(read_failures(output)) == 2
+    assert not (output / "vocabulary.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--input", "/no/such/folder"], "--input /no/such/folder: no such folder"),
+        (["--fps", "0"], "--fps 0"),
+        (["--pca_dims", "999"], "--pca_dims 999"),
+        (["--weights", "/no/weights.h5"], "/no/weights.h5"),
+        (["--labels", "/no/labels.csv"], "--labels /no/labels.csv"),
+        (["--pca", "/no/pca.npz"], "--pca /no/pca.npz"),
+    ],
+)
+def test_bad_flags_fail_fast_naming_the_flag(extracted, tmp_path, capsys, flags, message):
+    args = tiny_args(extracted.library, tmp_path / "out") + flags
+    assert extract_features.main(args) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
