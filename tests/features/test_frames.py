@@ -21,8 +21,14 @@ from features.frames import (
 from features.synthetic_video import (
     read_frame_index,
     render_index_frame,
-    write_audio,
     write_video,
+)
+from tests.broken_videos import (
+    write_audio_only,
+    write_empty,
+    write_not_media,
+    write_text,
+    zero_media_payload,
 )
 from tests.conftest import INDEXED_VIDEO_FPS, INDEXED_VIDEO_FRAMES, INDEXED_VIDEO_SIZE
 
@@ -236,27 +242,10 @@ def test_bad_arguments(indexed_video, bad_argument):
         iter_frame_chunks(indexed_video, **bad_argument)
 
 
-def write_empty(path: str) -> None:
-    open(path, "wb").close()
-
-
-def write_not_media(path: str) -> None:
-    with open(path, "wb") as out:
-        out.write(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
-
-
-def write_audio_only(path: str) -> None:
-    write_audio(path, seconds=1.0)
-
-
 def write_undecodable(path: str) -> None:
     """A well-formed mp4 whose H.264 payload is all zeros."""
     write_indexed(path, 30)
-    with open(path, "r+b") as video_file:
-        media_start = video_file.read().index(b"mdat") + 4  # faststart: the moov index is before
-        size = video_file.tell()
-        video_file.seek(media_start)
-        video_file.write(bytes(size - media_start))
+    zero_media_payload(path)
 
 
 @pytest.mark.parametrize("as_file_object", [False, True])
@@ -265,6 +254,7 @@ def write_undecodable(path: str) -> None:
     [
         (write_empty, "empty.mp4", EMPTY_FILE),
         (write_not_media, "noise.mp4", NOT_A_VIDEO),
+        (write_text, "notes.mp4", NOT_A_VIDEO),
         (write_audio_only, "tone.m4a", NO_VIDEO_STREAM),
         (write_undecodable, "zeros.mp4", NO_DECODABLE_FRAMES),
     ],

@@ -9,13 +9,18 @@ import pytest
 
 from features import sample_library
 from pipelines import extract_features
+from tests import broken_videos
 
 SAMPLE_VIDEOS = 16
-# Every kind of unreadable input, with the reason the dead letter must give.
+# Every kind of unreadable input, how to write it, and the reason the dead letter must give.
 BROKEN_INPUTS = {
-    "broken/empty.mp4": "empty_file",
-    "broken/notes.mp4": "not_a_video",
+    "broken/empty.mp4": (broken_videos.write_empty, "empty_file"),
+    "broken/noise.mp4": (broken_videos.write_not_media, "not_a_video"),
+    "broken/notes.mp4": (broken_videos.write_text, "not_a_video"),
+    "broken/sound.mp4": (broken_videos.write_audio_only, "no_video_stream"),
 }
+# Decodes partly: an ok video counted as truncated, with no --labels row.
+TRUNCATED_INPUT = "cut/clip.mp4"
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,16 @@ def tiny_args(library: Path, output: Path, *extra: str) -> list[str]:
 def make_library(root: Path, videos: int = SAMPLE_VIDEOS) -> Path:
     assert sample_library.main(["--output", str(root), "--videos", str(videos)]) == 0
     (root / "broken").mkdir()
-    (root / "broken/empty.mp4").write_bytes(b"")
-    (root / "broken/notes.mp4").write_text("these are meeting notes, not a video\n" * 50)
+    for relative, (write, _) in BROKEN_INPUTS.items():
+        write(str(root / relative))
+    videos = sorted(root.glob("*/*.mp4"))
+    zeroed = root / "broken/zeros.mp4"
+    shutil.copy(videos[1], zeroed)
+    broken_videos.zero_media_payload(str(zeroed))
+    (root / "cut").mkdir()
+    broken_videos.cut_copy(str(videos[2]), str(root / TRUNCATED_INPUT), 0.6)
     # Same id as an existing video, other container: the later path in sorted order fails.
-    first = sorted(root.glob("*/*.mp4"))[0]
-    shutil.copy(first, first.with_suffix(".mkv"))
+    shutil.copy(videos[0], videos[0].with_suffix(".mkv"))
     return root
 
 

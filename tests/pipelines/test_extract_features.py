@@ -20,23 +20,30 @@ def frame_records(output) -> list[records.FrameRecord]:
 
 def test_every_input_is_accounted_for(extracted):
     counts = extracted.manifest["counts"]
-    assert counts["seen"] == SAMPLE_VIDEOS + len(BROKEN_INPUTS) + 1  # + the duplicate
-    assert counts["ok"] == SAMPLE_VIDEOS
+    # + the zeroed, the truncated and the duplicate video
+    assert counts["seen"] == SAMPLE_VIDEOS + len(BROKEN_INPUTS) + 3
+    assert counts["ok"] == SAMPLE_VIDEOS + 1
+    assert counts["truncated"] == 1 and counts["unlabeled"] == 1
     assert counts["seen"] == counts["ok"] + counts["failed"]
     assert counts["failed"] == len(extracted.failures)
-    reasons = {
-        failure["path"].split("/library")[-1]: failure["reason"] for failure in extracted.failures
-    }
-    for relative, reason in BROKEN_INPUTS.items():
-        assert [r for p, r in reasons.items() if p.endswith(relative)] == [reason]
-    assert sorted(reasons.values()).count("duplicate_id") == 1
-    assert counts["failed_by_reason"]["duplicate_id"] == 1
+    reasons = {failure["path"]: failure["reason"] for failure in extracted.failures}
+    expected = {relative: reason for relative, (_, reason) in BROKEN_INPUTS.items()}
+    expected["broken/zeros.mp4"] = "no_decodable_frames"
+    for relative, reason in expected.items():
+        assert reasons.pop(str(extracted.library / relative)) == reason
+    ((duplicate_path, duplicate_reason),) = reasons.items()
+    # `x.mkv` sorts before `x.mp4`, so the .mkv copy keeps the id.
+    assert duplicate_path.endswith(".mp4") and duplicate_reason == "duplicate_id"
+    assert counts["failed_by_reason"] == {
+        "duplicate_id": 1, "empty_file": 1, "not_a_video": 2, "no_video_stream": 1,
+        "no_decodable_frames": 1,
+    }  # fmt: skip
     assert all(failure["detail"] and failure["run_id"] for failure in extracted.failures)
 
 
 def test_frame_records_have_youtube8m_layout(extracted):
     found = frame_records(extracted.output)
-    assert len(found) == SAMPLE_VIDEOS
+    assert len(found) == SAMPLE_VIDEOS + 1
     assert (
         sum(len(record.features["rgb"]) for record in found)
         == extracted.manifest["counts"]["frames"]
@@ -45,7 +52,7 @@ def test_frame_records_have_youtube8m_layout(extracted):
         frames = record.features["rgb"]
         assert frames.dtype == np.uint8 and frames.shape[1] == 32
         assert 1 <= len(frames) <= 300
-        assert len(record.labels) == 1
+        assert len(record.labels) == (0 if record.video_id == "cut/clip" else 1)
     # The official starter code's parse path reads our records as they are.
     path = next((extracted.output / "frame").glob("*.tfrecord"))
     serialized = next(iter(tf.data.TFRecordDataset(str(path))))
@@ -81,7 +88,8 @@ def test_labels_and_vocabulary(extracted):
     assert len(vocabulary) == extracted.manifest["num_classes"] >= 4
     assert list(vocabulary.names) == sorted(vocabulary.names)
     for record in frame_records(extracted.output):
-        assert record.video_id.startswith(vocabulary.names[record.labels[0]] + "/")
+        if record.labels:
+            assert record.video_id.startswith(vocabulary.names[record.labels[0]] + "/")
 
 
 def test_manifest_describes_how_to_rebuild_the_features(extracted):
@@ -103,7 +111,7 @@ def test_manifest_describes_how_to_rebuild_the_features(extracted):
 def test_linear_probe_separates_classes_from_quantized_bytes(extracted):
     """Random He-init features stay informative: a least-squares probe on the first- and
     second-half means (the order classes differ only in order) beats chance by far."""
-    found = frame_records(extracted.output)
+    found = [record for record in frame_records(extracted.output) if record.labels]
     features = []
     for record in found:
         frames = dequantize(record.features["rgb"])
@@ -130,8 +138,9 @@ def test_second_run_reuses_the_pca_and_writes_new_shards(extracted, tmp_path):
     assert extract_features.main(args) == 0
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["pca"]["source"] == "reused"
-    assert manifest["counts"] == {**manifest["counts"], "seen": 2, "ok": 0, "failed": 2}
-    assert len(read_failures(output)) == 2
+    broken = len(BROKEN_INPUTS) + 1
+    assert manifest["counts"] == {**manifest["counts"], "seen": broken, "ok": 0, "failed": broken}
+    assert len(read_failures(output)) == broken
     assert not (output / "vocabulary.csv").exists()
 
 
