@@ -127,7 +127,8 @@ class EmbedVideos(beam.PTransform):
         self._config = config
         self._frame_size = frame_size
 
-    def expand(self, videos: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+    # No return annotation: Beam warns on any output hint that is not a single PCollection.
+    def expand(self, videos: beam.PCollection):
         config = self._config
         decoded = videos | "DecodeFrames" >> beam.ParDo(
             DecodeFrames(config.fps, config.max_frames, self._frame_size, config.batch_size)
@@ -157,10 +158,12 @@ class AssembleVideo(beam.DoFn):
 
     def process(self, joined: tuple[str, dict]) -> Iterator:
         video_id, sides = joined
-        if not sides[SUMMARY]:
-            return  # decoding raised after some chunks; the video is already in the dead letter
-        (summary,) = sides[SUMMARY]
-        chunks = sorted(sides["chunks"], key=lambda chunk: chunk.start_index)
+        # No summary: decoding raised after some chunks, and the video is in the dead letter.
+        for summary in sides[SUMMARY]:
+            yield from self._records(video_id, summary, sides["chunks"])
+
+    def _records(self, video_id: str, summary: DecodeSummary, chunks: Iterable) -> Iterator:
+        chunks = sorted(chunks, key=lambda chunk: chunk.start_index)
         quantized = np.concatenate([chunk.quantized for chunk in chunks])  # [T, K] uint8
         mean = np.sum([chunk.feature_sum for chunk in chunks], axis=0) / len(quantized)
         labels = list(summary.video.labels)
