@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from features.synthetic_video import render_index_frame, write_video
+from tests.extraction import Extracted, extract, make_library
 
 INDEXED_VIDEO_FPS = 30
 INDEXED_VIDEO_FRAMES = 300  # 10 s; span 299 / 30 s from the first frame to the last
@@ -18,3 +19,11 @@ def indexed_video(tmp_path_factory: pytest.TempPathFactory) -> str:
     frames = (render_index_frame(k, *INDEXED_VIDEO_SIZE) for k in range(INDEXED_VIDEO_FRAMES))
     write_video(path, frames, fps=INDEXED_VIDEO_FPS)
     return path
+
+
+@pytest.fixture(scope="session")
+def extracted(tmp_path_factory: pytest.TempPathFactory) -> Extracted:
+    """The sample library plus every kind of broken input, extracted once with `tiny`."""
+    library = make_library(tmp_path_factory.mktemp("library"))
+    output = tmp_path_factory.mktemp("features")
+    return extract(library, output, "--labels", str(library / "labels.csv"))

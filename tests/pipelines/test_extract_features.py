@@ -10,7 +10,7 @@ from features import records
 from features.labels import Vocabulary
 from features.quantize import dequantize
 from pipelines import extract_features
-from tests.pipelines.conftest import BROKEN_INPUTS, SAMPLE_VIDEOS, read_failures, tiny_args
+from tests.extraction import BROKEN_INPUTS, SAMPLE_VIDEOS, read_failures, tiny_args
 
 
 def frame_records(output) -> list[records.FrameRecord]:

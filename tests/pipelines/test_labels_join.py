@@ -1,13 +1,10 @@
 """How --labels, --labels_from_folders and --vocabulary reach the records."""
 
-import json
-
 import pytest
 
 from features import records, sample_library
 from features.labels import Vocabulary
-from pipelines import extract_features
-from tests.pipelines.conftest import read_failures, tiny_args
+from tests.extraction import extract, read_failures
 
 VIDEOS = 8
 
@@ -26,8 +23,7 @@ def labels_by_id(output) -> dict[str, list[int]]:
 
 
 def run(library, output, *flags) -> dict:
-    assert extract_features.main(tiny_args(library, output, *flags)) == 0
-    return json.loads((output / "manifest.json").read_text())
+    return extract(library, output, *flags).manifest
 
 
 def test_csv_join_counts_unlabeled_videos_and_rows_without_video(library, tmp_path):

@@ -1,11 +1,9 @@
-"""A small real library (sample videos + broken files) extracted once per session with `tiny`."""
+"""A small real library (sample videos + broken files) and how the tests extract it."""
 
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from features import sample_library
 from pipelines import extract_features
@@ -63,11 +61,8 @@ def make_library(root: Path, videos: int = SAMPLE_VIDEOS) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def extracted(tmp_path_factory) -> Extracted:
-    library = make_library(tmp_path_factory.mktemp("library"))
-    output = tmp_path_factory.mktemp("features")
-    args = tiny_args(library, output, "--labels", str(library / "labels.csv"))
-    assert extract_features.main(args) == 0
+def extract(library: Path, output: Path, *flags: str) -> Extracted:
+    """Runs extract_features with the tiny backbone; fails the test on a non-zero exit."""
+    assert extract_features.main(tiny_args(library, output, *flags)) == 0
     manifest = json.loads((output / "manifest.json").read_text())
     return Extracted(library, output, manifest, read_failures(output))
