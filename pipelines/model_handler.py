@@ -26,7 +26,7 @@ class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbed
         weights: str,
         seed: int = 0,
         batch_size: int = 32,
-        max_chunks_per_batch: int = 8,
+        max_chunks_per_batch: int = 2,
     ) -> None:
         self._backbone = backbone
         self._weights = weights

@@ -37,6 +37,7 @@ class LogisticHead(keras.layers.Layer):
             kernel_regularizer=regularizer,
             bias_regularizer=regularizer,
             name="logits",
+            dtype=self.dtype_policy,
         )
         self.logits.build(input_shape)
 
@@ -88,12 +89,14 @@ class MoeHead(keras.layers.Layer):
             use_bias=False,
             kernel_regularizer=regularizer,
             name="gate_logits",
+            dtype=self.dtype_policy,
         )
         self.gate_logits.build(input_shape)
         self.expert_logits = keras.layers.Dense(
             self.num_classes * self.num_mixtures,
             kernel_regularizer=regularizer,
             name="expert_logits",
+            dtype=self.dtype_policy,
         )
         self.expert_logits.build(input_shape)
 

@@ -32,12 +32,17 @@ class ContextGating(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         self.gate = keras.layers.Dense(
-            input_shape[-1], use_bias=not self.use_batch_norm, name="gate"
+            input_shape[-1],
+            use_bias=not self.use_batch_norm,
+            name="gate",
+            dtype=self.dtype_policy,
         )
         self.gate.build(input_shape)
         self.gate_norm = None
         if self.use_batch_norm:
-            self.gate_norm = keras.layers.BatchNormalization(name="gate_norm")
+            self.gate_norm = keras.layers.BatchNormalization(
+                name="gate_norm", dtype=self.dtype_policy
+            )
             self.gate_norm.build(input_shape)
 
     def call(self, inputs: keras.KerasTensor, training: bool | None = None) -> keras.KerasTensor:

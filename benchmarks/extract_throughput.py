@@ -1,0 +1,236 @@
+"""Throughput of extract_features against its parts and against a naive loop, in one run.
+
+    python benchmarks/extract_throughput.py [--backbone inception_v3] [--clips 3] [--seconds 60]
+        [--cache_dir /tmp/framevlad-bench] [--batch_size 32] [Beam flags for the job...]
+
+Every rate is in sampled (1 fps, i.e. output) frames per second:
+  decode-only   iter_frame_chunks(fps=1, frame_size=backbone input) over the corpus
+  bare CNN      FrameEmbedder on the same decoded uint8 frames (graph traced beforehand)
+  pipeline      extract_features (DirectRunner, --weights random, --pca a pca.npz fitted
+                beforehand, so the PCA fit pass is excluded): frames written / job wall time;
+                a 5 s clip estimates the job's fixed cost, giving a steady-state rate too
+  naive         every frame decoded to an ndarray, nearest one per second kept, tf.image.resize,
+                model.predict on one frame at a time
+Unrecognised flags go to both job runs (e.g. --direct_num_workers 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import av
+import keras
+import numpy as np
+import tensorflow as tf
+from corpus import DEFAULT_CACHE_DIR, ClipSpec, ensure_clips
+
+from features.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
+from features.embedder import FrameEmbedder
+from features.formats import MANIFEST_FILE, MAX_PCA_DIMS
+from features.frames import iter_frame_chunks
+from features.pca import PcaRankWarning, fit_pca
+from pipelines.manifest import read_manifest
+
+HEIGHT, WIDTH, FPS = 720, 1280, 30
+OVERHEAD_CLIP_SECONDS = 5
+PIPELINE_TARGET = 0.8  # pipeline / min(decode-only, bare CNN)
+NAIVE_TARGET = 2.0  # pipeline / naive
+
+T = TypeVar("T")
+
+
+@dataclass
+class Timing:
+    """Wall and CPU seconds (all threads of the measured process) of one step."""
+
+    wall_s: float
+    cpu_s: float
+
+    @property
+    def cores(self) -> float:
+        return self.cpu_s / self.wall_s
+
+
+def timed(step: Callable[..., T], *args) -> tuple[T, Timing]:
+    """step(*args) and how long it took in this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = step(*args)
+    return result, Timing(time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def decode_only(paths: list[str], frame_size: tuple[int, int]) -> np.ndarray:
+    """All 1 fps samples of `paths`, as the job decodes them -> [n, H, W, 3] uint8."""
+    chunks = [
+        chunk.frames
+        for path in paths
+        for chunk in iter_frame_chunks(path, fps=1.0, max_frames=0, frame_size=frame_size)
+    ]
+    return np.concatenate(chunks)
+
+
+def naive_loop(paths: list[str], model: keras.Model, frame_size: tuple[int, int]) -> int:
+    """What a first script does: decode and convert every frame, predict one at a time.
+
+    Returns the frames embedded. Sampling matches the job's: the frame nearest each
+    whole second before the last frame.
+    """
+    embedded = 0
+
+    def embed(rgb: np.ndarray) -> None:
+        resized = tf.cast(tf.round(tf.image.resize(rgb, frame_size)), tf.uint8)
+        model.predict(resized[None], verbose=0)
+
+    for path in paths:
+        with av.open(path) as container:
+            target, previous = 0, None
+            for frame in container.decode(video=0):
+                rgb, t = frame.to_ndarray(format="rgb24"), frame.time
+                while previous is not None and target < t:
+                    use_previous = target - previous[0] <= t - target
+                    embed(previous[1] if use_previous else rgb)
+                    embedded, target = embedded + 1, target + 1
+                previous = (t, rgb)
+    return embedded
+
+
+def run_job(
+    input_dir: str, output: str, args: argparse.Namespace, pca_path: str
+) -> tuple[int, Timing]:
+    """Runs extract_features in a fresh process, as a user would -> frames written, timing."""
+    command = [
+        sys.executable, "-m", "pipelines.extract_features",
+        "--input", input_dir, "--output", output, "--backbone", args.backbone,
+        "--weights", "random", "--pca", pca_path, "--max_frames", "0",
+        "--batch_size", str(args.batch_size), *args.job_args,
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start_wall, start_cpu = time.perf_counter(), _children_cpu_s()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    timing = Timing(time.perf_counter() - start_wall, _children_cpu_s() - start_cpu)
+    if finished.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{finished.stderr[-4000:]}")
+    return read_manifest(os.path.join(output, MANIFEST_FILE)).counts.frames, timing
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_average() -> str:
+    with open("/proc/loadavg") as loadavg:
+        return " ".join(loadavg.read().split()[:3])
+
+
+def print_tables(
+    rows: list[tuple[str, int, Timing | None, float]],
+    ratios: list[tuple[str, float, float | None]],
+) -> None:
+    """Markdown tables: (measure, frames, timing, frames/s) and (ratio, value, target)."""
+    print("| measure | sampled frames | wall s | cores busy | sampled frames/s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, count, timing, rate in rows:
+        wall, cores = (
+            ("", "") if timing is None else (f"{timing.wall_s:.1f}", f"{timing.cores:.2f}")
+        )
+        print(f"| {name} | {count} | {wall} | {cores} | {rate:.2f} |")
+    print("\n| ratio | value | target |\n|---|---:|---:|")
+    for name, value, target in ratios:
+        verdict = "" if target is None else f"≥ {target:g} {'met' if value >= target else 'MISSED'}"
+        print(f"| {name} | {value:.2f} | {verdict} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
+    parser.add_argument("--clips", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
+    args, args.job_args = parser.parse_known_args(argv)
+    spec = BACKBONES[args.backbone]
+
+    corpus_dir = os.path.join(args.cache_dir, f"{WIDTH}x{HEIGHT}_{FPS}fps_{args.seconds:g}s")
+    paths = ensure_clips(
+        [ClipSpec(HEIGHT, WIDTH, FPS, args.seconds, seed) for seed in range(args.clips)], corpus_dir
+    )
+    overhead_dir = os.path.join(args.cache_dir, f"{WIDTH}x{HEIGHT}_{FPS}fps_overhead")
+    ensure_clips([ClipSpec(HEIGHT, WIDTH, FPS, OVERHEAD_CLIP_SECONDS, 100)], overhead_dir)
+    # The job reads a folder; the corpus folder must hold exactly these clips.
+    extra = sorted(set(os.listdir(corpus_dir)) - {os.path.basename(path) for path in paths})
+    if extra:
+        sys.exit(f"--cache_dir {corpus_dir}: unexpected files {extra}; remove them")
+    print(f"backbone {args.backbone} {spec.input_size}, batch {args.batch_size}, "
+          f"{args.clips} x {args.seconds:g} s {WIDTH}x{HEIGHT} {FPS} fps H.264; "
+          f"load average {load_average()}")  # fmt: skip
+
+    frames, decode = timed(decode_only, paths, spec.input_size)
+    print(f"decode-only: {len(frames)} frames in {decode.wall_s:.1f} s")
+    model = build_backbone(args.backbone, "random")
+    embedder = FrameEmbedder(model, args.batch_size)
+    embedder.embed(frames[: args.batch_size])  # traces the graph, untimed
+    features, cnn = timed(embedder.embed, frames)
+    print(f"bare CNN:    {len(frames)} frames in {cnn.wall_s:.1f} s")
+
+    with tempfile.TemporaryDirectory(prefix="framevlad-throughput-") as work:
+        pca_path = os.path.join(work, "pca.npz")
+        with warnings.catch_warnings():
+            # Fewer samples than dims leaves zero-variance components; speed does not care.
+            warnings.simplefilter("ignore", PcaRankWarning)
+            fit_pca(features, min(MAX_PCA_DIMS, spec.feature_dims)).save(pca_path)
+        job_frames, job = run_job(corpus_dir, os.path.join(work, "out"), args, pca_path)
+        print(f"pipeline:    {job_frames} frames in {job.wall_s:.1f} s")
+        small_frames, small = run_job(overhead_dir, os.path.join(work, "small"), args, pca_path)
+        print(f"pipeline on one {OVERHEAD_CLIP_SECONDS} s clip: {small_frames} frames in "
+              f"{small.wall_s:.1f} s")  # fmt: skip
+
+    naive_frames, naive = timed(naive_loop, paths, model, spec.input_size)
+    print(f"naive loop:  {naive_frames} frames in {naive.wall_s:.1f} s")
+
+    steady = Timing(job.wall_s - small.wall_s, job.cpu_s - small.cpu_s)
+    steady_frames = job_frames - small_frames
+    decode_fps, cnn_fps = len(frames) / decode.wall_s, len(frames) / cnn.wall_s
+    job_fps, steady_fps = job_frames / job.wall_s, steady_frames / steady.wall_s
+    naive_fps = naive_frames / naive.wall_s
+    parts_fps = min(decode_fps, cnn_fps)
+    # Decode and CNN taking turns, each on all cores (what one DirectRunner worker does).
+    turns_fps = 1 / (1 / decode_fps + 1 / cnn_fps)
+    # Decode and CNN overlapped perfectly: every core busy with their summed CPU work.
+    overlap_fps = (os.cpu_count() or 1) * len(frames) / (decode.cpu_s + cnn.cpu_s)
+    rows = [
+        ("decode-only (iter_frame_chunks)", len(frames), decode, decode_fps),
+        ("bare CNN (FrameEmbedder)", len(frames), cnn, cnn_fps),
+        ("pipeline, job wall time", job_frames, job, job_fps),
+        (f"pipeline, one {OVERHEAD_CLIP_SECONDS} s clip (fixed cost)", small_frames, small,
+         small_frames / small.wall_s),
+        ("pipeline, steady state (difference of the two)", steady_frames, steady, steady_fps),
+        ("naive loop (predict per frame)", naive_frames, naive, naive_fps),
+        ("bound, decode and CNN take turns: 1/(1/d + 1/c)", len(frames), None, turns_fps),
+        ("bound, decode and CNN overlap on all cores (CPU work)", len(frames), None, overlap_fps),
+    ]  # fmt: skip
+    ratios = [
+        ("pipeline / min(decode, CNN), job wall time", job_fps / parts_fps, PIPELINE_TARGET),
+        ("pipeline / min(decode, CNN), steady state", steady_fps / parts_fps, PIPELINE_TARGET),
+        ("pipeline / naive, job wall time", job_fps / naive_fps, NAIVE_TARGET),
+        ("pipeline / naive, steady state", steady_fps / naive_fps, NAIVE_TARGET),
+        ("take-turns bound / min(decode, CNN)", turns_fps / parts_fps, None),
+        ("overlap bound / min(decode, CNN)", overlap_fps / parts_fps, None),
+        ("pipeline steady state / take-turns bound", steady_fps / turns_fps, None),
+    ]
+    print(f"\nload average {load_average()}, {os.cpu_count()} cores\n")
+    print_tables(rows, ratios)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
