@@ -16,11 +16,23 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[cpu,test]"
 	touch $@
 
-# Sample library -> features (random weights: no ImageNet download).
+# Sample library -> features (random weights: no ImageNet download) -> NetVLAD model ->
+# metrics on a second, unseen library extracted with the same PCA and vocabulary.
 demo: setup
-	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/library --videos 24
+	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/library --videos 40
 	$(VENV)/bin/extract_features --input $(DEMO_DIR)/library --output $(DEMO_DIR)/features \
 		--labels $(DEMO_DIR)/library/labels.csv --weights random --pca_dims 128
+	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/heldout --videos 12 --seed 1
+	$(VENV)/bin/extract_features --input $(DEMO_DIR)/heldout --output $(DEMO_DIR)/heldout_features \
+		--labels $(DEMO_DIR)/heldout/labels.csv --weights random \
+		--pca $(DEMO_DIR)/features/pca.npz --vocabulary $(DEMO_DIR)/features/vocabulary.csv
+	$(VENV)/bin/train_pool --pooling netvlad --output $(DEMO_DIR)/model \
+		--train_data '$(DEMO_DIR)/features/frame/*.tfrecord' \
+		--eval_data '$(DEMO_DIR)/heldout_features/frame/*.tfrecord' \
+		--cluster_size 16 --hidden_size 128 --batch_size 8 --learning_rate 1e-2 --epochs 20
+	$(VENV)/bin/eval_pool --model $(DEMO_DIR)/model \
+		--data '$(DEMO_DIR)/heldout_features/frame/*.tfrecord' \
+		--predictions $(DEMO_DIR)/predictions.csv
 
 # pytest exits 5 when it collects nothing: that is a failure of the suite, not a pass.
 test: setup
