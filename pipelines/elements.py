@@ -28,6 +28,8 @@ class DecodeSummary:
     truncated: bool
     error: str
     span_s: float
+    display_size: tuple[int, int] = (0, 0)  # (height, width) of the upright picture
+    thumbnail: np.ndarray | None = None  # [H, W, 3] uint8 middle frame, when asked for
 
 
 @dataclass(frozen=True)

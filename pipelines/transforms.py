@@ -17,6 +17,7 @@ from features.pca import PcaTransform
 from pipelines.config import ExtractConfig
 from pipelines.elements import DecodeSummary, Failure, QuantizedChunk, VideoInput
 from pipelines.model_handler import BackboneModelHandler
+from pipelines.thumbnails import MiddleFramePicker
 
 FAILED = "failed"
 SUMMARY = "summary"
@@ -86,15 +87,24 @@ class JoinLabels(beam.DoFn):
 class DecodeFrames(beam.DoFn):
     """Streams a video's sampled frames as chunks keyed by (video id, first frame index)."""
 
-    def __init__(self, fps: float, max_frames: int, frame_size: tuple[int, int], chunk: int):
+    def __init__(
+        self,
+        fps: float,
+        max_frames: int,
+        frame_size: tuple[int, int],
+        chunk: int,
+        keep_thumbnail: bool = False,
+    ):
         self._fps = fps
         self._max_frames = max_frames
         self._frame_size = frame_size
         self._chunk = chunk
+        self._keep_thumbnail = keep_thumbnail
         self._frames_counter = beam.metrics.Metrics.counter(NAMESPACE, "frames_decoded")
 
     def process(self, video: VideoInput) -> Iterator:
         report = frames.DecodeReport()
+        picker = MiddleFramePicker() if self._keep_thumbnail else None
         try:
             with FileSystems.open(video.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 for chunk in frames.iter_frame_chunks(
@@ -106,6 +116,8 @@ class DecodeFrames(beam.DoFn):
                     report=report,
                 ):
                     self._frames_counter.inc(len(chunk.frames))
+                    for frame in chunk.frames if picker else ():
+                        picker.add(frame)
                     yield (video.video_id, chunk.start_index), chunk.frames
         except frames.VideoDecodeError as error:
             failure = Failure(video.path, video.video_id, error.reason, str(error))
@@ -115,23 +127,40 @@ class DecodeFrames(beam.DoFn):
             failure = Failure(video.path, video.video_id, "read_error", str(error))
             yield beam.pvalue.TaggedOutput(FAILED, failure)
             return
-        summary = DecodeSummary(video, report.frames, report.truncated, report.error, report.span_s)
+        summary = DecodeSummary(
+            video,
+            report.frames,
+            report.truncated,
+            report.error,
+            report.span_s,
+            display_size=(report.height, report.width),
+            thumbnail=picker.middle() if picker else None,
+        )
         yield beam.pvalue.TaggedOutput(SUMMARY, (video.video_id, summary))
 
 
 class EmbedVideos(beam.PTransform):
     """VideoInput -> {main: ((id, start), PredictionResult), summary, failed}."""
 
-    def __init__(self, config: ExtractConfig, frame_size: tuple[int, int]) -> None:
+    def __init__(
+        self, config: ExtractConfig, frame_size: tuple[int, int], keep_thumbnails: bool = False
+    ) -> None:
         super().__init__()
         self._config = config
         self._frame_size = frame_size
+        self._keep_thumbnails = keep_thumbnails
 
     # No return annotation: Beam warns on any output hint that is not a single PCollection.
     def expand(self, videos: beam.PCollection):
         config = self._config
         decoded = videos | "DecodeFrames" >> beam.ParDo(
-            DecodeFrames(config.fps, config.max_frames, self._frame_size, config.batch_size)
+            DecodeFrames(
+                config.fps,
+                config.max_frames,
+                self._frame_size,
+                config.batch_size,
+                keep_thumbnail=self._keep_thumbnails,
+            )
         ).with_outputs(FAILED, SUMMARY, main="chunks")
         handler = BackboneModelHandler(
             config.backbone, config.weights, seed=config.seed, batch_size=config.batch_size
@@ -149,6 +178,14 @@ def quantize_chunk(
     return video_id, chunk
 
 
+def concatenate_chunks(chunks: Iterable[QuantizedChunk]) -> tuple[np.ndarray, np.ndarray]:
+    """A video's chunks in frame order -> (quantized [T, K] uint8, mean whitened [K] float64)."""
+    ordered = sorted(chunks, key=lambda chunk: chunk.start_index)
+    quantized = np.concatenate([chunk.quantized for chunk in ordered])
+    mean = np.sum([chunk.feature_sum for chunk in ordered], axis=0) / len(quantized)
+    return quantized, mean
+
+
 class AssembleVideo(beam.DoFn):
     """Joins a video's chunks in order into its frame-level and video-level records."""
 
@@ -163,9 +200,7 @@ class AssembleVideo(beam.DoFn):
             yield from self._records(video_id, summary, sides["chunks"])
 
     def _records(self, video_id: str, summary: DecodeSummary, chunks: Iterable) -> Iterator:
-        chunks = sorted(chunks, key=lambda chunk: chunk.start_index)
-        quantized = np.concatenate([chunk.quantized for chunk in chunks])  # [T, K] uint8
-        mean = np.sum([chunk.feature_sum for chunk in chunks], axis=0) / len(quantized)
+        quantized, mean = concatenate_chunks(chunks)
         labels = list(summary.video.labels)
         yield records.encode_frame_example(video_id, labels, {RGB_KEY: quantized})
         yield beam.pvalue.TaggedOutput(

@@ -1,0 +1,146 @@
+"""tag_videos end to end: a model trained on the sample library tags its raw videos and records."""
+
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import records
+from features.labels import Vocabulary
+from features.quantize import dequantize
+from pipelines import tag_videos
+from pooling_models import model_dir, tagging, train_pool
+from tests import browser
+from tests.extraction import BROKEN_INPUTS
+
+CLIP_FRAMES = 4  # shorter than every sample video, so tagging averages several clips
+
+
+@pytest.fixture(scope="module")
+def model(extracted, tmp_path_factory):
+    output = tmp_path_factory.mktemp("tagging_model")
+    args = ["--train_data", str(extracted.output / "frame/*.tfrecord"), "--output", str(output)]
+    args += ["--eval_data", str(extracted.output / "frame/*.tfrecord"), "--epochs", "2"]
+    args += ["--cluster_size", "4", "--hidden_size", "16", "--batch_size", "8"]
+    assert train_pool.main([*args, "--max_frames", str(CLIP_FRAMES)]) == 0
+    return output
+
+
+def tag(model, source, output, *flags) -> dict:
+    args = ["--model", str(model), "--input", str(source), "--output", str(output), *flags]
+    assert tag_videos.main([*args, "--batch_size", "16"]) == 0
+    return json.loads((output / "tagging.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def raw_tags(model, extracted, tmp_path_factory):
+    output = tmp_path_factory.mktemp("raw_tags")
+    return output, tag(model, extracted.library, output, "--segment_seconds", "2")
+
+
+@pytest.fixture(scope="module")
+def record_tags(model, extracted, tmp_path_factory):
+    output = tmp_path_factory.mktemp("record_tags")
+    records = extracted.output / "frame/*.tfrecord"
+    return output, tag(model, records, output, "--segment_seconds", "2")
+
+
+def test_every_input_is_tagged_or_failed(raw_tags, extracted):
+    output, summary = raw_tags
+    counts = summary["counts"]
+    assert counts["seen"] == extracted.manifest["counts"]["seen"]
+    assert counts["tagged"] == extracted.manifest["counts"]["ok"]
+    assert counts["seen"] == counts["tagged"] + counts["failed"]
+    failed = [json.loads(line) for path in output.glob("failed*.jsonl") for line in path.open()]
+    reasons = {row["path"].split("library0/")[-1]: row["reason"] for row in failed}
+    for relative, (_, reason) in BROKEN_INPUTS.items():
+        assert reasons[relative] == reason
+
+
+def test_raw_videos_and_their_records_get_the_same_tags(raw_tags, record_tags):
+    raw = pd.read_parquet(raw_tags[0] / "tags.parquet").sort_values(["id", "rank"])
+    from_records = pd.read_parquet(record_tags[0] / "tags.parquet").sort_values(["id", "rank"])
+    assert len(raw) == len(from_records) > 0
+    assert list(raw["label_index"]) == list(from_records["label_index"])
+    assert np.abs(raw["score"].to_numpy() - from_records["score"].to_numpy()).max() <= 1e-3
+    assert (raw["path"] != "").all() and (from_records["path"] == "").all()
+
+
+def test_top_k_in_order_with_vocabulary_names(raw_tags, model):
+    tags = pd.read_parquet(raw_tags[0] / "tags.parquet")
+    names = Vocabulary.from_csv((model / "vocabulary.csv").read_text()).names
+    for _, video in tags.groupby("id"):
+        assert list(video["rank"]) == list(range(1, len(video) + 1)) and len(video) == 4
+        assert list(video["score"]) == sorted(video["score"], reverse=True)
+    assert all(
+        names[index] == name for index, name in zip(tags.label_index, tags.label_name, strict=True)
+    )
+    csv_tags = pd.read_csv(raw_tags[0] / "tags.csv", keep_default_na=False)
+    assert list(csv_tags.columns) == ["id", "path", "rank", "label_index", "label_name", "score"]
+    assert len(csv_tags) == len(tags)
+    predictions = pd.read_csv(raw_tags[0] / "predictions.csv")
+    assert list(predictions.columns) == ["VideoId", "LabelConfidencePairs"]
+    assert set(predictions.VideoId) == set(tags.id)
+
+
+def test_min_score_and_top_k_filter(model, extracted, tmp_path):
+    records = extracted.output / "frame/*.tfrecord"
+    tag(model, records, tmp_path, "--top_k", "2", "--min_score", "0.5")
+    tags = pd.read_parquet(tmp_path / "tags.parquet")
+    assert (tags["score"] >= 0.5).all() and (tags["rank"] <= 2).all()
+
+
+def test_segments_cover_each_video_without_gaps(raw_tags, extracted):
+    segments = pd.read_parquet(raw_tags[0] / "segments.parquet")
+    frames = {}
+    for record_path in (extracted.output / "frame").glob("*.tfrecord"):
+        for raw in records.read_tfrecords([str(record_path)]):
+            record = records.decode_frame_example(raw)
+            frames[record.video_id] = len(record.features["rgb"])
+    assert set(segments["id"]) == set(frames)
+    for video_id, rows in segments.groupby("id"):
+        windows = sorted(set(zip(rows.start_s, rows.end_s, strict=True)))
+        assert windows[0][0] == 0 and windows[-1][1] == pytest.approx(frames[video_id] / 1.0)
+        assert all(end == start for (_, end), (start, _) in itertools.pairwise(windows))
+        assert all(end - start <= 2 for start, end in windows)
+
+
+def test_long_video_is_tagged_whole_by_clip_averaging(model, extracted, tmp_path):
+    """A video of 3 × max_frames seconds: its score is the mean over its three clips."""
+    longest = max(
+        (records.decode_frame_example(raw) for raw in records.read_tfrecords(
+            sorted(str(p) for p in (extracted.output / "frame").glob("*.tfrecord")))),
+        key=lambda record: len(record.features["rgb"]),
+    )  # fmt: skip
+    assert len(longest.features["rgb"]) > 2 * CLIP_FRAMES
+    tag(model, extracted.output / "frame/*.tfrecord", tmp_path, "--top_k", "4")
+    tags = pd.read_parquet(tmp_path / "tags.parquet")
+    tags = tags[tags.id == longest.video_id].sort_values("label_index")
+    keras_model = model_dir.load_model(str(model))
+    frames = dequantize(longest.features["rgb"])
+    clips = tagging.predict_windows(keras_model, tagging.split_frames(frames, CLIP_FRAMES), 8)
+    assert np.allclose(tags["score"], clips.mean(0), atol=1e-5)
+
+
+def test_model_without_manifest_cannot_tag_raw_videos(model, extracted, tmp_path, capsys):
+    bare = tmp_path / "bare_model"
+    shutil.copytree(model, bare)
+    (bare / "manifest.json").unlink()
+    args = ["--model", str(bare), "--input", str(extracted.library), "--output", str(tmp_path)]
+    assert tag_videos.main(args) == 2
+    error = capsys.readouterr().err
+    assert "manifest.json" in error and "Traceback" not in error
+
+
+def test_report_shows_every_video_and_failure_in_chromium(raw_tags, tmp_path):
+    output, summary = raw_tags
+    dom = browser.dump_dom(output / "report/index.html")
+    tags = pd.read_parquet(output / "tags.parquet")
+    for video_id in set(tags.id):
+        assert f'data-id="{video_id}"' in dom
+    for relative in BROKEN_INPUTS:
+        assert relative in dom
+    assert len(list((output / "report/thumbnails").iterdir())) == summary["counts"]["tagged"]
