@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Sample library -> features (random weights: no ImageNet download) -> NetVLAD model ->
-# metrics on a second, unseen library extracted with the same PCA and vocabulary.
+# metrics on a second, unseen library extracted with the same PCA and vocabulary -> tags and
+# an HTML report for that library's raw videos.
 demo: setup
 	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/library --videos 40
 	$(VENV)/bin/extract_features --input $(DEMO_DIR)/library --output $(DEMO_DIR)/features \
@@ -33,6 +34,8 @@ demo: setup
 	$(VENV)/bin/eval_pool --model $(DEMO_DIR)/model \
 		--data '$(DEMO_DIR)/heldout_features/frame/*.tfrecord' \
 		--predictions $(DEMO_DIR)/predictions.csv
+	$(VENV)/bin/tag_videos --model $(DEMO_DIR)/model --input $(DEMO_DIR)/heldout \
+		--output $(DEMO_DIR)/tags
 
 # pytest exits 5 when it collects nothing: that is a failure of the suite, not a pass.
 test: setup
