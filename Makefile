@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: setup demo test test-slow lint proto clean
+.PHONY: setup browser demo test test-slow lint proto clean
 
 setup: $(VENV)/.installed
 
@@ -37,11 +37,16 @@ demo: setup
 	$(VENV)/bin/tag_videos --model $(DEMO_DIR)/model --input $(DEMO_DIR)/heldout \
 		--output $(DEMO_DIR)/tags
 
+# The report tests render pages in Debian's headless Chromium; they fail, not skip, without it.
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 # pytest exits 5 when it collects nothing: that is a failure of the suite, not a pass.
-test: setup
+test: setup browser
 	$(PY) -m pytest -m "not slow" -q
 
-test-slow: setup
+test-slow: setup browser
 	$(PY) -m pytest -m slow -q
 
 lint: setup

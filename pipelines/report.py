@@ -122,9 +122,10 @@ def _card(
 
 def _tag_row(tag: tuple) -> str:
     score = float(tag.score)
+    name = html.escape(str(tag.label_name))
     return (
         f'<tr class="tag" data-label="{int(tag.label_index)}"><td class="rank">{int(tag.rank)}</td>'
-        f"<td>{html.escape(str(tag.label_name))}</td>"
+        f'<td class="label" title="{name}">{name}</td>'
         f'<td><div class="bar" data-score="{score:.4f}"><span style="width:{_percent(score)}%;'
         f'background:{_label_colour(int(tag.label_index))}"></span></div></td>'
         f'<td class="score">{score:.2f}</td></tr>'
@@ -141,7 +142,7 @@ def _timeline(segments: pd.DataFrame | None) -> str:
     for (start_s, stop_s), labels in ranked.groupby(["start_s", "end_s"], sort=True):
         top = labels.iloc[0]
         described = ", ".join(
-            f"{name} {score:.2f}" for name, score in zip(labels["label_name"], labels["score"])
+            f"{label.label_name} {label.score:.2f}" for label in labels.itertuples(index=False)
         )
         title = f"{start_s:.1f}–{stop_s:.1f} s: {described}"
         left = _percent(start_s / end_s) if end_s > 0 else 0.0
@@ -199,10 +200,11 @@ article.video { display: flex; gap: 16px; background: #fff; border-radius: 8px;
 .body h2 { margin: 0; font-size: 16px; word-break: break-all; }
 .path { margin: 2px 0 8px; color: #555; font-family: monospace; word-break: break-all; }
 .muted { color: #888; }
-table.tags { border-collapse: collapse; width: 100%; max-width: 560px; }
+table.tags { border-collapse: collapse; table-layout: fixed; width: 100%; max-width: 480px; }
 table.tags td { padding: 2px 6px; }
 td.rank { color: #888; width: 1.5em; }
-div.bar { width: 260px; height: 12px; background: #eef0f3; }
+td.label { width: 10em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+div.bar { height: 12px; background: #eef0f3; }
 div.bar span { display: block; height: 100%; }
 td.score { font-variant-numeric: tabular-nums; width: 3em; }
 .timeline { position: relative; height: 28px; margin-top: 12px; background: #eef0f3;
