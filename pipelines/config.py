@@ -23,3 +23,4 @@ class ExtractConfig:
     labels_from_folders: bool = False
     vocabulary: str = ""
     num_shards: int = 0
+    skip_existing: bool = False

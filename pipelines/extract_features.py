@@ -8,6 +8,8 @@ Writes `<output>/frame/*.tfrecord` (SequenceExample: context id, labels; feature
 """
 
 import argparse
+import dataclasses
+import hashlib
 import io
 import os
 import secrets
@@ -15,7 +17,16 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+import numpy as np
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+    WorkerOptions,
+)
 
 from features import backbones, video_ids
 from features.formats import (
@@ -24,31 +35,17 @@ from features.formats import (
     DEFAULT_PCA_SAMPLE_FRAMES,
     FAILED_PREFIX,
     FRAME_DIR,
+    MANIFEST_FILE,
     MAX_PCA_DIMS,
     PCA_FILE,
-    RECORD_SUFFIX,
     VIDEO_DIR,
-    VOCABULARY_FILE,
 )
 from features.labels import LabelError, Vocabulary
 from features.pca import PcaTransform, load_pca
-from pipelines import manifest, storage
+from pipelines import manifest, runs, storage
 from pipelines.config import ExtractConfig
+from pipelines.extract_graph import build_pipeline
 from pipelines.pca_fit import run_pca_fit
-from pipelines.transforms import (
-    COUNTS,
-    FAILED,
-    SUMMARY,
-    VIDEO_LEVEL,
-    AssembleVideo,
-    EmbedVideos,
-    JoinLabels,
-    KeepFirstPath,
-    MatchVideos,
-    failure_counts,
-    quantize_chunk,
-    read_label_rows,
-)
 
 
 class UsageError(ValueError):
@@ -92,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vocabulary", default="", help="reuse this Index,Name vocabulary.csv")
     parser.add_argument("--id_root", default="", help="ids are paths relative to this folder")
     parser.add_argument("--num_shards", type=int, default=0, help="0 = let the runner decide")
+    parser.add_argument(
+        "--skip_existing",
+        action="store_true",
+        help="add to an output: process only videos not in a committed run",
+    )
     return parser
 
 
@@ -101,19 +103,18 @@ def new_run_id() -> str:
 
 def resolve_input(input_arg: str, id_root_arg: str) -> tuple[str, bool, str]:
     """--input -> (pattern to match, whether it is a folder, id root)."""
-    is_local = "://" not in input_arg
-    if is_local:
-        input_arg = os.path.abspath(input_arg)
+    input_arg = storage.absolute(input_arg)
+    storage.check_bucket(input_arg, "--input")
     if video_ids.has_wildcard(input_arg):
         pattern, is_folder, id_root = input_arg, False, video_ids.id_root_of(input_arg)
-    elif is_local and os.path.isfile(input_arg):
-        pattern, is_folder, id_root = input_arg, False, os.path.dirname(input_arg)
+    elif video_ids.is_video_file(input_arg) and storage.exists(input_arg):
+        pattern, is_folder, id_root = input_arg, False, input_arg.rsplit("/", 1)[0]
     else:
         pattern, is_folder, id_root = input_arg.rstrip("/") + "/**", True, input_arg.rstrip("/")
-    if is_local and not os.path.isdir(id_root):
+    if not storage.is_remote(input_arg) and not os.path.isdir(id_root):
         raise UsageError(f"--input {input_arg}: no such folder {id_root}")
     if id_root_arg:
-        id_root = os.path.abspath(id_root_arg) if "://" not in id_root_arg else id_root_arg
+        id_root = storage.absolute(id_root_arg)
         if not pattern.startswith(id_root.rstrip("/") + "/"):
             raise UsageError(f"--id_root {id_root_arg}: --input {input_arg} is not under it")
     return pattern, is_folder, id_root
@@ -153,7 +154,8 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
     pattern, is_folder, id_root = resolve_input(args.input, args.id_root)
     if args.labels and not storage.exists(args.labels):
         raise UsageError(f"--labels {args.labels}: no such file")
-    output = args.output if "://" in args.output else os.path.abspath(args.output)
+    output = storage.absolute(args.output)
+    storage.check_bucket(output, "--output")
     return ExtractConfig(
         input_pattern=pattern,
         match_folder=is_folder,
@@ -173,16 +175,17 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
         labels_from_folders=args.labels_from_folders,
         vocabulary=args.vocabulary,
         num_shards=args.num_shards,
+        skip_existing=args.skip_existing,
     )
 
 
 def prepare_pca(
     config: ExtractConfig, options: PipelineOptions, frame_size: tuple[int, int]
-) -> tuple[PcaTransform, str, int]:
+) -> tuple[PcaTransform, str, int, str]:
     """Loads, reuses or fits the PCA and leaves it at <output>/pca.npz.
 
-    Returns the PCA, where it came from (fit | reused | --pca PATH) and the frames it was
-    fitted on by this run (0 unless fitted)."""
+    Returns the PCA, where it came from (fit | reused | --pca PATH), the frames it was
+    fitted on by this run (0 unless fitted) and the sha256 of pca.npz."""
     output_pca = storage.join(config.output, PCA_FILE)
     feature_dims = backbones.BACKBONES[config.backbone].feature_dims
     sample_frames = 0
@@ -192,6 +195,11 @@ def prepare_pca(
     elif config.pca == "auto":
         pca = PcaTransform.load_npz(io.BytesIO(storage.read_bytes(output_pca)))
         source = "reused"
+    elif storage.is_remote(config.pca):
+        if not storage.exists(config.pca):
+            raise UsageError(f"--pca {config.pca}: no such pca.npz (or use auto / fit)")
+        pca = PcaTransform.load_npz(io.BytesIO(storage.read_bytes(config.pca)))
+        source = config.pca
     else:
         if not os.path.exists(config.pca):
             raise UsageError(f"--pca {config.pca}: no such file or folder (or use auto / fit)")
@@ -202,128 +210,47 @@ def prepare_pca(
             f"--pca {config.pca}: PCA expects {pca.input_dims}-d features, "
             f"{config.backbone} gives {feature_dims}"
         )
-    if source != "fit":
+    if source not in ("fit", "reused"):
         buffer = io.BytesIO()
         pca.save(buffer)
         storage.write_bytes(output_pca, buffer.getvalue())
-    return pca, source, sample_frames
+    sha256 = hashlib.sha256(storage.read_bytes(output_pca)).hexdigest()
+    return pca, source, sample_frames, sha256
 
 
-def build_pipeline(
-    pipeline: beam.Pipeline,
-    config: ExtractConfig,
-    pca: PcaTransform,
-    manifest_parts: dict,
-    given_vocabulary: Vocabulary,
-) -> None:
-    """Adds the extraction steps to `pipeline`; `manifest_parts` are build_manifest's
-    run-independent arguments (weights, frame_size, pca_source, pca_sample_frames)."""
-    keyed_paths = pipeline | "Match" >> MatchVideos(config)
-    unique = (
-        keyed_paths
-        | "GroupById" >> beam.GroupByKey()
-        | "KeepFirstPath" >> beam.ParDo(KeepFirstPath()).with_outputs(FAILED, main="unique")
+def check_compatible(config: ExtractConfig, committed: list, weights, pca_sha256: str) -> None:
+    """--skip_existing adds to an output only in the same feature space and id scheme."""
+    latest = committed[-1]
+    same_weights = (latest.weights.kind, latest.weights.sha256, latest.weights.seed) == (
+        weights.kind,
+        weights.sha256,
+        weights.seed or 0,
     )
-    if config.labels_csv:
-        label_rows = read_label_rows(pipeline, config.labels_csv)
-    elif config.labels_from_folders:
-        label_rows = unique.unique | "FolderLabels" >> beam.MapTuple(
-            lambda video_id, path: (video_id, [video_ids.folder_label(path)])
+    mismatches = [
+        name
+        for name, differs in (
+            ("id root", latest.id_root != config.id_root),
+            ("backbone", latest.backbone != config.backbone or not same_weights),
+            ("PCA", latest.pca.sha256 != pca_sha256),
+            ("fps", latest.fps != config.fps),
         )
-    else:
-        label_rows = pipeline | "NoLabels" >> beam.Create([])
-    if len(given_vocabulary):
-        vocabulary = pipeline | "GivenVocabulary" >> beam.Create([given_vocabulary])
-    else:
-        vocabulary = (
-            label_rows
-            | "LabelNames"
-            >> beam.FlatMap(lambda row: [token for token in row[1] if not token.isdigit()])
-            | "DistinctNames" >> beam.Distinct()
-            | "AllNames" >> beam.combiners.ToList()
-            | "Vocabulary" >> beam.Map(Vocabulary.from_names)
+        if differs
+    ]
+    if mismatches:
+        raise UsageError(
+            f"--skip_existing: this run's {', '.join(mismatches)} differs from the committed "
+            f"runs in {config.output}; use a new --output"
         )
-    labeled = (
-        {"paths": unique.unique, "rows": label_rows}
-        | "JoinLabels" >> beam.CoGroupByKey()
-        | "ResolveLabels"
-        >> beam.ParDo(JoinLabels(), beam.pvalue.AsSingleton(vocabulary)).with_outputs(
-            FAILED, COUNTS, main="videos"
-        )
-    )
-    frame_size = manifest_parts["frame_size"]
-    embedded, summaries, decode_failures = labeled.videos | "Embed" >> EmbedVideos(
-        config, frame_size
-    )
-    assembled = (
-        {"chunks": embedded | "Quantize" >> beam.Map(quantize_chunk, pca), SUMMARY: summaries}
-        | "JoinChunks" >> beam.CoGroupByKey()
-        | "Assemble" >> beam.ParDo(AssembleVideo()).with_outputs(VIDEO_LEVEL, COUNTS, main="frame")
-    )
-    shards = {"num_shards": config.num_shards, "file_name_suffix": RECORD_SUFFIX}
-    written = {
-        "frame_records": assembled.frame
-        | "WriteFrames"
-        >> beam.io.WriteToTFRecord(storage.join(config.output, FRAME_DIR, config.run_id), **shards),
-        "video_records": assembled[VIDEO_LEVEL]
-        | "WriteVideos"
-        >> beam.io.WriteToTFRecord(storage.join(config.output, VIDEO_DIR, config.run_id), **shards),
-    }
-    failures = (
-        unique[FAILED],
-        labeled[FAILED],
-        decode_failures,
-    ) | "AllFailures" >> beam.Flatten()
-    written["failed_records"] = (
-        failures
-        | "FailureJson" >> beam.Map(lambda failure: failure.to_json_line(config.run_id))
-        | "WriteFailures"
-        >> beam.io.WriteToText(
-            storage.join(config.output, f"{FAILED_PREFIX}-{config.run_id}"),
-            file_name_suffix=".jsonl",
-            num_shards=1,
-        )
-    )
-    counts = (
-        (
-            keyed_paths | "CountSeen" >> beam.Map(lambda _: ("seen", 1)),
-            failures | "CountFailures" >> beam.FlatMap(failure_counts),
-            labeled[COUNTS],
-            assembled[COUNTS],
-        )
-        | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombinePerKey(sum)
-        | "CountsDict" >> beam.combiners.ToDict()
-    )
-    _ = vocabulary | "WriteVocabulary" >> beam.Map(write_vocabulary, config.output)
-    written_lists = {key: beam.pvalue.AsList(files) for key, files in written.items()}
-    _ = counts | "WriteManifest" >> beam.Map(
-        write_manifest_step,
-        config=config,
-        pca=pca,
-        manifest_parts=manifest_parts,
-        vocabulary=beam.pvalue.AsSingleton(vocabulary),
-        **written_lists,
-    )
 
 
-def write_vocabulary(vocabulary: Vocabulary, output: str) -> None:
-    if len(vocabulary):
-        storage.write_bytes(storage.join(output, VOCABULARY_FILE), vocabulary.to_csv().encode())
-
-
-def write_manifest_step(
-    counts: dict,
-    config: ExtractConfig,
-    pca: PcaTransform,
-    manifest_parts: dict,
-    vocabulary: Vocabulary,
-    **written: list[str],
-) -> None:
-    built = manifest.build_manifest(
-        config, pca=pca, counts=counts, vocabulary=vocabulary, written=written, **manifest_parts
+def placeholder_pca(feature_dims: int, pca_dims: int) -> PcaTransform:
+    """Stands in for a PCA that a dry run does not fit; the job is built, never run."""
+    return PcaTransform(
+        np.zeros(feature_dims, np.float32),
+        np.eye(feature_dims, pca_dims, dtype=np.float32),
+        np.ones(pca_dims, np.float32),
+        epsilon=0.0,
     )
-    manifest.write_manifest(config.output, built)
 
 
 def run(
@@ -334,33 +261,85 @@ def run(
     Raises UsageError (or BackboneError / LabelError) for flags that cannot work.
     """
     args, beam_args = build_parser().parse_known_args(argv)
+    storage.skip_credentials_lookup_for_emulator()
     config = config_from_args(args)
-    weights = backbones.resolve_weights(config.backbone, config.weights, config.seed)
+    weights = backbones.resolve_weights(
+        config.backbone, storage.stage_locally(config.weights), config.seed
+    )
+    if storage.is_remote(config.weights):
+        weights = dataclasses.replace(weights, path=config.weights)
     given_vocabulary = load_vocabulary(config.vocabulary)
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    frame_size = backbones.BACKBONES[config.backbone].input_size
-    pca, pca_source, pca_sample_frames = prepare_pca(config, options, frame_size)
+    committed = runs.committed_runs(config.output)
+    if committed and not config.skip_existing:
+        raise UsageError(
+            f"--output {config.output}: holds {len(committed)} committed run(s); pass "
+            "--skip_existing to add new videos to it, or choose another --output"
+        )
+    spec = backbones.BACKBONES[config.backbone]
+    dry_run = options.view_as(TestOptions).dry_run
+    if dry_run:
+        print(describe_job(config, options))
+        pca = placeholder_pca(spec.feature_dims, config.pca_dims)
+        pca_source, pca_sample_frames, pca_sha256 = "dry run", 0, ""
+    else:
+        moved = runs.set_aside_uncommitted(config.output, {run.run_id for run in committed})
+        if moved:
+            print(f"extract_features: set aside {len(moved)} shard(s) of unfinished runs")
+        pca, pca_source, pca_sample_frames, pca_sha256 = prepare_pca(
+            config, options, spec.input_size
+        )
+        if committed:
+            check_compatible(config, committed, weights, pca_sha256)
     manifest_parts = {
         "weights": weights,
-        "frame_size": frame_size,
+        "frame_size": spec.input_size,
         "pca_source": pca_source,
         "pca_sample_frames": pca_sample_frames,
+        "pca_sha256": pca_sha256,
     }
+    done_ids_files = [
+        storage.join(config.output, path) for run in committed for path in run.ok_ids_files
+    ]
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, pca, manifest_parts, given_vocabulary)
+    build_pipeline(pipeline, config, pca, manifest_parts, given_vocabulary, done_ids_files)
     return pipeline.run()
 
 
+def describe_job(config: ExtractConfig, options: PipelineOptions) -> str:
+    """The runner, worker and GPU settings a dry run would submit."""
+    workers = options.view_as(WorkerOptions)
+    cloud = options.view_as(GoogleCloudOptions)
+    lines = [
+        f"runner:              {options.view_as(StandardOptions).runner or 'DirectRunner'}",
+        f"project / region:    {cloud.project} / {cloud.region}",
+        f"input:               {config.input_pattern}",
+        f"output:              {config.output}",
+        f"machine type:        {workers.machine_type}",
+        f"workers:             {workers.num_workers} initial, {workers.max_num_workers} max",
+        f"service options:     {cloud.dataflow_service_options}",
+        f"container image:     {workers.sdk_container_image}",
+        f"harness threads:     {options.view_as(DebugOptions).number_of_worker_harness_threads}",
+        f"experiments:         {options.view_as(DebugOptions).experiments}",
+        f"backbone:            {config.backbone} ({config.weights}), batch {config.batch_size}",
+    ]
+    if config.pca == "fit" or (config.pca == "auto" and not storage.exists(
+        storage.join(config.output, PCA_FILE)
+    )):  # fmt: skip
+        lines.append("pca:                 would be fitted by a first job (not built here)")
+    return "dry run: the job is built and validated, not submitted\n  " + "\n  ".join(lines)
+
+
 def print_summary(output: str) -> None:
-    written = manifest.read_manifest(storage.join(output, manifest.MANIFEST_FILE))
+    written = manifest.read_manifest(storage.join(output, MANIFEST_FILE))
     counts = written.counts
     print(
         f"extract_features: {counts.ok} of {counts.seen} videos ok, {counts.failed} failed, "
         f"{counts.frames} frames ({counts.truncated} videos truncated)\n"
         f"  frame-level records: {storage.join(output, FRAME_DIR)}/\n"
         f"  video-level records: {storage.join(output, VIDEO_DIR)}/\n"
-        f"  manifest:            {storage.join(output, manifest.MANIFEST_FILE)}"
+        f"  manifest:            {storage.join(output, MANIFEST_FILE)}"
     )
     if counts.failed:
         print(f"  failed inputs:       {storage.join(output, FAILED_PREFIX)}-*.jsonl")
@@ -370,10 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = build_parser().parse_known_args(argv)
     try:
         run(argv).wait_until_finish()
-    except (UsageError, LabelError, backbones.BackboneError) as error:
+    except (UsageError, LabelError, backbones.BackboneError, FileNotFoundError) as error:
         print(f"extract_features: error: {error}", file=sys.stderr)
         return 2
-    print_summary(args.output if "://" in args.output else os.path.abspath(args.output))
+    if "--dry_run" not in " ".join(argv if argv is not None else sys.argv):
+        print_summary(storage.absolute(args.output))
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 from google.protobuf import json_format
 
 from features.backbones import WeightsSource
-from features.formats import MANIFEST_FILE, PCA_FILE, RGB_KEY, VOCABULARY_FILE
+from features.formats import PCA_FILE, RGB_KEY, VOCABULARY_FILE
 from features.labels import Vocabulary
 from features.pca import PcaTransform
 from framevlad_proto import framevlad_pb2
@@ -41,11 +41,13 @@ def build_manifest(
     pca: PcaTransform,
     pca_source: str,
     pca_sample_frames: int,
+    pca_sha256: str,
     counts: dict[str, int],
     vocabulary: Vocabulary,
     written: dict[str, list[str]],
 ) -> framevlad_pb2.Manifest:
-    """`written` maps frame_records / video_records / failed_records to absolute paths."""
+    """`written` maps frame_records / video_records / failed_records / ok_ids_files to
+    absolute paths."""
     manifest = framevlad_pb2.Manifest(
         format_version=FORMAT_VERSION,
         run_id=config.run_id,
@@ -67,13 +69,14 @@ def build_manifest(
             output_dims=pca.output_dims,
             epsilon=pca.epsilon,
             sample_frames=pca_sample_frames,
+            sha256=pca_sha256,
         ),
         feature_sizes={RGB_KEY: pca.output_dims},
         vocabulary_file=VOCABULARY_FILE if len(vocabulary) else "",
         num_classes=len(vocabulary),
         versions=package_versions(),
     )
-    for field in ("seen", "ok", "failed", "frames", "truncated", "unlabeled"):
+    for field in ("seen", "ok", "failed", "frames", "truncated", "unlabeled", "skipped"):
         setattr(manifest.counts, field, counts.get(field, 0))
     manifest.counts.labels_without_video = counts.get("labels_without_video", 0)
     prefix = "failed_by_reason/"
@@ -90,12 +93,6 @@ def manifest_to_json(manifest: framevlad_pb2.Manifest) -> str:
         manifest, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
     return json.dumps(as_dict, indent=2, sort_keys=True) + "\n"
-
-
-def write_manifest(output: str, manifest: framevlad_pb2.Manifest) -> str:
-    path = storage.join(output, MANIFEST_FILE)
-    storage.write_bytes(path, manifest_to_json(manifest).encode())
-    return path
 
 
 def read_manifest(path: str) -> framevlad_pb2.Manifest:

@@ -11,6 +11,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from features.backbones import build_backbone
 from features.embedder import FrameEmbedder
+from pipelines import storage
 
 
 class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbedder]):
@@ -35,7 +36,8 @@ class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbed
         self._max_chunks_per_batch = max_chunks_per_batch
 
     def load_model(self) -> FrameEmbedder:
-        model = build_backbone(self._backbone, weights=self._weights, seed=self._seed)
+        weights = storage.stage_locally(self._weights)  # a gs:// weights file, once per worker
+        model = build_backbone(self._backbone, weights=weights, seed=self._seed)
         return FrameEmbedder(model, batch_size=self._batch_size)
 
     def run_inference(

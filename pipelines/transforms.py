@@ -1,6 +1,7 @@
 """The extraction job's steps: match, key, label, decode, embed, quantize, assemble."""
 
 import hashlib
+import os
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -23,6 +24,9 @@ FAILED = "failed"
 SUMMARY = "summary"
 COUNTS = "counts"
 VIDEO_LEVEL = "video_level"
+OK_ID = "ok_id"
+# Test hook: "after_videos:N" or "before_commit" makes a job fail there, for rerun tests.
+FAULT_ENV = "FRAMEVLAD_FAULT"
 NAMESPACE = "framevlad"
 
 
@@ -193,6 +197,13 @@ class AssembleVideo(beam.DoFn):
         self._ok_counter = beam.metrics.Metrics.counter(NAMESPACE, "videos_ok")
         self._frames_counter = beam.metrics.Metrics.counter(NAMESPACE, "frames")
 
+    def setup(self) -> None:
+        # Test hook for crash-and-rerun tests: FRAMEVLAD_FAULT=after_videos:N fails the job
+        # after this worker assembled N videos.
+        fault = os.environ.get(FAULT_ENV, "")
+        self._fail_after = int(fault.split(":")[1]) if fault.startswith("after_videos:") else -1
+        self._assembled = 0
+
     def process(self, joined: tuple[str, dict]) -> Iterator:
         video_id, sides = joined
         # No summary: decoding raised after some chunks, and the video is in the dead letter.
@@ -200,6 +211,9 @@ class AssembleVideo(beam.DoFn):
             yield from self._records(video_id, summary, sides["chunks"])
 
     def _records(self, video_id: str, summary: DecodeSummary, chunks: Iterable) -> Iterator:
+        if self._assembled == self._fail_after:
+            raise RuntimeError(f"{FAULT_ENV}: failing after {self._assembled} videos, as asked")
+        self._assembled += 1
         quantized, mean = concatenate_chunks(chunks)
         labels = list(summary.video.labels)
         yield records.encode_frame_example(video_id, labels, {RGB_KEY: quantized})
@@ -209,6 +223,7 @@ class AssembleVideo(beam.DoFn):
         )
         self._ok_counter.inc()
         self._frames_counter.inc(len(quantized))
+        yield beam.pvalue.TaggedOutput(OK_ID, video_id)
         yield beam.pvalue.TaggedOutput(COUNTS, ("ok", 1))
         yield beam.pvalue.TaggedOutput(COUNTS, ("frames", len(quantized)))
         if summary.truncated:
