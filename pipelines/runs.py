@@ -5,8 +5,10 @@ last: a run without that file never happened, and the next run sets its shards a
 `<output>/uncommitted/<run_id>/`. `manifest.json` aggregates the committed runs.
 """
 
+import glob
 import os
 import re
+import shutil
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -16,6 +18,7 @@ from pipelines import manifest, storage
 
 MANIFESTS_DIR = "manifests"
 UNCOMMITTED_DIR = "uncommitted"
+BEAM_TEMP = "beam-temp-"
 RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 
 
@@ -63,8 +66,9 @@ def commit(output: str, run: framevlad_pb2.Manifest) -> None:
 
 
 def set_aside_uncommitted(output: str, committed: set[str]) -> list[str]:
-    """Moves shards of runs that never committed to `uncommitted/<run_id>/`, and deletes
-    Beam's temporary folders; returns what was moved."""
+    """Moves shards of runs that never committed to `uncommitted/<run_id>/`, and deletes the
+    temporary folders of writes that never finished; returns what was moved."""
+    delete_unfinished_writes(output)
     patterns = [
         storage.join(output, FRAME_DIR, "*"),
         storage.join(output, VIDEO_DIR, "*"),
@@ -75,9 +79,6 @@ def set_aside_uncommitted(output: str, committed: set[str]) -> list[str]:
     moved = []
     for path in (path for pattern in patterns for path in storage.match(pattern)):
         relative = path[len(prefix) :]
-        if "beam-temp-" in relative:
-            FileSystems.delete([path])
-            continue
         found = RUN_ID.search(relative)
         if found and found.group() not in committed:
             target = storage.join(output, UNCOMMITTED_DIR, found.group(), relative)
@@ -86,3 +87,21 @@ def set_aside_uncommitted(output: str, committed: set[str]) -> list[str]:
             FileSystems.rename([path], [target])
             moved.append(relative)
     return moved
+
+
+def delete_unfinished_writes(output: str) -> None:
+    """Beam's file sinks write into `beam-temp-*` folders and rename at the end; a job that
+    died leaves them behind."""
+    folders = [
+        output,
+        *(storage.join(output, name) for name in (FRAME_DIR, VIDEO_DIR, MANIFESTS_DIR)),
+    ]
+    for folder in folders:
+        pattern = storage.join(folder, f"{BEAM_TEMP}*")
+        if storage.is_remote(output):
+            leftovers = storage.match(storage.join(pattern, "**"))
+            if leftovers:
+                FileSystems.delete(leftovers)
+        else:
+            for leftover in glob.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
