@@ -346,13 +346,14 @@ def print_summary(output: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, _ = build_parser().parse_known_args(argv)
+    args, beam_args = build_parser().parse_known_args(argv)
+    dry_run = PipelineOptions(beam_args).view_as(TestOptions).dry_run
     try:
         run(argv).wait_until_finish()
     except (UsageError, LabelError, backbones.BackboneError, FileNotFoundError) as error:
         print(f"extract_features: error: {error}", file=sys.stderr)
         return 2
-    if "--dry_run" not in " ".join(argv if argv is not None else sys.argv):
+    if not dry_run:
         print_summary(storage.absolute(args.output))
     return 0
 

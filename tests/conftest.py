@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from features.synthetic_video import render_index_frame, write_video
+from tests import gcs_emulator
 from tests.extraction import Extracted, extract, make_library
 
 INDEXED_VIDEO_FPS = 30
@@ -27,3 +30,13 @@ def extracted(tmp_path_factory: pytest.TempPathFactory) -> Extracted:
     library = make_library(tmp_path_factory.mktemp("library"))
     output = tmp_path_factory.mktemp("features")
     return extract(library, output, "--labels", str(library / "labels.csv"))
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """gs://framevlad-test on a real local emulator; STORAGE_EMULATOR_HOST set meanwhile."""
+    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    with gcs_emulator.running_emulator(log) as host, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", host)
+        gcs_emulator.client().create_bucket(gcs_emulator.BUCKET)
+        yield f"gs://{gcs_emulator.BUCKET}"

@@ -1,0 +1,74 @@
+"""A real GCS emulator (gcp-storage-emulator) on a free local port, for gs:// tests."""
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from google.cloud import storage
+
+BUCKET = "framevlad-test"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"gcp-storage-emulator did not listen on port {port}")
+
+
+@contextlib.contextmanager
+def running_emulator(log_path: Path) -> Iterator[str]:
+    """Starts the emulator; yields its STORAGE_EMULATOR_HOST value."""
+    port = free_port()
+    executable = shutil.which("gcp-storage-emulator", path=os.path.dirname(sys.executable))
+    command = [executable, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def client() -> storage.Client:
+    """Anonymous client; STORAGE_EMULATOR_HOST points it at the emulator."""
+    anonymous = storage.Client.create_anonymous_client()
+    anonymous.project = "framevlad-test"
+    return anonymous
+
+
+def upload_tree(local: Path, url: str) -> None:
+    """Copies a local folder to gs://bucket/prefix."""
+    bucket_name, prefix = url.removeprefix("gs://").split("/", 1)
+    bucket = client().bucket(bucket_name)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            relative = path.relative_to(local).as_posix()
+            bucket.blob(f"{prefix.rstrip('/')}/{relative}").upload_from_filename(str(path))
+
+
+def list_names(url: str) -> list[str]:
+    bucket_name, prefix = url.removeprefix("gs://").split("/", 1)
+    blobs = client().list_blobs(bucket_name, prefix=prefix.rstrip("/") + "/")
+    return sorted(blob.name[len(prefix.rstrip("/")) + 1 :] for blob in blobs)
+
+
+def read(url: str) -> bytes:
+    bucket_name, name = url.removeprefix("gs://").split("/", 1)
+    return client().bucket(bucket_name).blob(name).download_as_bytes()

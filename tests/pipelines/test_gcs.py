@@ -1,0 +1,87 @@
+"""gs:// inputs and outputs against a real GCS emulator, through Beam's FileSystems."""
+
+import json
+import tempfile
+
+import pytest
+
+from features import records, sample_library
+from pipelines import extract_features
+from tests import gcs_emulator
+from tests.broken_videos import write_text
+
+VIDEOS = 4
+
+
+@pytest.fixture(scope="module")
+def bucket_library(gcs_bucket, tmp_path_factory) -> str:
+    local = tmp_path_factory.mktemp("gcs_library")
+    assert sample_library.main(["--output", str(local), "--videos", str(VIDEOS)]) == 0
+    (local / "broken").mkdir()
+    write_text(str(local / "broken/notes.mp4"))
+    url = f"{gcs_bucket}/videos"
+    gcs_emulator.upload_tree(local, url)
+    return url
+
+
+def gcs_args(source: str, output: str, *extra: str) -> list[str]:
+    return [
+        "--input", source, "--output", output, "--backbone", "tiny", "--weights", "random",
+        "--pca_dims", "16", "--labels", f"{source}/labels.csv", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bucket_features(bucket_library, gcs_bucket) -> str:
+    output = f"{gcs_bucket}/features"
+    assert extract_features.main(gcs_args(bucket_library, output)) == 0
+    return output
+
+
+def test_extract_features_reads_and_writes_a_bucket(bucket_features):
+    names = gcs_emulator.list_names(bucket_features)
+    manifest = json.loads(gcs_emulator.read(f"{bucket_features}/manifest.json"))
+    counts = manifest["counts"]
+    assert counts["seen"] == VIDEOS + 1 and counts["ok"] == VIDEOS and counts["failed"] == 1
+    assert manifest["id_root"].startswith("gs://") and "pca.npz" in names
+    assert any(name.startswith("manifests/") and name.endswith(".json") for name in names)
+    (failed,) = [name for name in names if name.startswith("failed-")]
+    failure = json.loads(gcs_emulator.read(f"{bucket_features}/{failed}"))
+    assert failure["reason"] == "not_a_video" and failure["path"].startswith("gs://")
+    ids = []
+    for name in manifest["frame_records"]:
+        data = gcs_emulator.read(f"{bucket_features}/{name}")
+        ids += [record.video_id for record in decode_all(data, name)]
+    assert len(ids) == len(set(ids)) == VIDEOS
+
+
+def decode_all(data: bytes, name: str) -> list[records.FrameRecord]:
+    """Records of a downloaded shard (the emulator is not reachable by TensorFlow's gs://)."""
+    with tempfile.NamedTemporaryFile(suffix=name.replace("/", "_")) as local:
+        local.write(data)
+        local.flush()
+        return [records.decode_frame_example(raw) for raw in records.read_tfrecords([local.name])]
+
+
+def test_missing_bucket_fails_fast_naming_it(bucket_library, capsys):
+    args = gcs_args(bucket_library, "gs://no-such-bucket/features")
+    assert extract_features.main(args) == 2
+    error = capsys.readouterr().err
+    assert "gs://no-such-bucket" in error and "--output" in error and "Traceback" not in error
+
+
+def test_dataflow_dry_run_builds_the_job_without_submitting(bucket_library, gcs_bucket, capsys):
+    gpu = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
+    dataflow = [
+        "--runner", "DataflowRunner", "--project", "framevlad-test", "--region", "us-central1",
+        "--temp_location", f"{gcs_bucket}/tmp", "--machine_type", "g2-standard-4",
+        "--max_num_workers", "8", "--dataflow_service_options", gpu,
+        "--sdk_container_image", "europe-docker.pkg.dev/p/r/framevlad:1",
+        "--experiments", "no_use_multiple_sdk_containers", "--dry_run=True",
+    ]  # fmt: skip
+    output = f"{gcs_bucket}/dry"
+    assert extract_features.main(gcs_args(bucket_library, output, *dataflow)) == 0
+    printed = capsys.readouterr().out
+    assert "not submitted" in printed and "g2-standard-4" in printed and "nvidia-l4" in printed
+    assert "framevlad:1" in printed and "8 max" in printed
+    assert gcs_emulator.list_names(output) == []  # nothing written, nothing submitted
