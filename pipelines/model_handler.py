@@ -3,15 +3,32 @@
 Beam's TFModelHandler pulls in tensorflow_hub and tf-keras; this one only needs Keras 3.
 """
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from features.backbones import build_backbone
 from features.embedder import FrameEmbedder
 from pipelines import storage
+
+_loads_in_this_process = 0
+
+
+def loads_in_this_process() -> int:
+    """How many backbones this process has built; RunInference's shared handle keeps it at
+    one per process however many threads or bundles run."""
+    return _loads_in_this_process
+
+
+def allow_gpu_memory_growth() -> None:
+    """TensorFlow otherwise takes all GPU memory at start, leaving none to a second model."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(RuntimeError):  # already initialised: the setting stays
+            tf.config.experimental.set_memory_growth(gpu, True)
 
 
 class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbedder]):
@@ -36,6 +53,9 @@ class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbed
         self._max_chunks_per_batch = max_chunks_per_batch
 
     def load_model(self) -> FrameEmbedder:
+        global _loads_in_this_process
+        _loads_in_this_process += 1
+        allow_gpu_memory_growth()
         weights = storage.stage_locally(self._weights)  # a gs:// weights file, once per worker
         model = build_backbone(self._backbone, weights=weights, seed=self._seed)
         return FrameEmbedder(model, batch_size=self._batch_size)

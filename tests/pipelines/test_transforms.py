@@ -7,9 +7,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from features.labels import Vocabulary
 from features.synthetic_video import render_index_frame, write_video
+from pipelines import extract_features, model_handler
 from pipelines.elements import Failure, VideoInput
 from pipelines.transforms import FAILED, SUMMARY, DecodeFrames, JoinLabels, KeepFirstPath
 from tests.broken_videos import write_empty
+from tests.extraction import tiny_args
 
 
 def test_keep_first_path_fails_the_others():
@@ -85,3 +87,13 @@ def test_decoded_chunks_are_uint8_frames(tmp_path):
     (key, frames), summary = outputs[0], outputs[1]
     assert key == ("v", 0) and frames.dtype == np.uint8 and frames.shape == (2, 32, 48, 3)
     assert summary.tag == SUMMARY
+
+
+def test_backbone_loads_once_per_process_across_worker_threads(extracted, tmp_path):
+    before = model_handler.loads_in_this_process()
+    args = tiny_args(
+        extracted.library, tmp_path / "out", "--pca", str(extracted.output / "pca.npz")
+    )
+    threads = ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
+    extract_features.run(args + threads).wait_until_finish()
+    assert model_handler.loads_in_this_process() - before == 1
