@@ -41,17 +41,20 @@ def match(pattern: str) -> list[str]:
     return sorted(metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list)
 
 
+_staged: dict[str, str] = {}
+
+
 def stage_locally(path: str) -> str:
-    """A local copy of a remote file (the file itself when local), e.g. a weights file."""
+    """A local copy of a remote file (the file itself when local), e.g. a weights file;
+    copied once per process, keeping its name (its extension tells Keras the format)."""
     if not is_remote(path):
         return path
-    local = os.path.join(tempfile.gettempdir(), "framevlad-staged", path.replace("://", "/"))
-    if not os.path.exists(local):
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        with open(local + ".part", "wb") as out:
+    if path not in _staged:
+        local = os.path.join(tempfile.mkdtemp(prefix="framevlad-staged-"), path.rsplit("/", 1)[1])
+        with open(local, "wb") as out:
             out.write(read_bytes(path))
-        os.replace(local + ".part", local)
-    return local
+        _staged[path] = local
+    return _staged[path]
 
 
 def bucket_of(path: str) -> str:

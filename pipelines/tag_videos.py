@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 
 import apache_beam as beam
 import pyarrow
@@ -45,7 +46,7 @@ from pipelines.transforms import (
     failure_counts,
     quantize_chunk,
 )
-from pooling_models import model_dir
+from pooling_models import model_dir, staging
 
 TAG_SCHEMA = pyarrow.schema(
     [
@@ -206,14 +207,17 @@ def run(argv: list[str] | None = None, save_main_session: bool = True):
     """Checks the model and flags, then runs the tagging job; returns its PipelineResult."""
     args, beam_args = build_parser().parse_known_args(argv)
     check_flags(args)
-    args.model = os.path.abspath(args.model)
+    storage.skip_credentials_lookup_for_emulator()
+    model_url = storage.absolute(args.model)
+    args.model = staging.local_dir_for(model_url)
     train_config = model_dir.read_train_config(args.model)
     if train_config.model.data_level != "frame":
         raise UsageError(f"--model {args.model}: a video-level model cannot tag frame features")
-    args.output = args.output if "://" in args.output else os.path.abspath(args.output)
+    args.output = storage.absolute(args.output)
+    storage.check_bucket(args.output, "--output")
     run_id = new_run_id()
     settings = TagSettings(
-        model_dir=args.model,
+        model_dir=model_url,
         output=args.output,
         fps=1.0,
         max_frames=train_config.max_frames,
@@ -287,20 +291,43 @@ def write_summary(counts: dict, output: str, summary: dict) -> None:
     storage.write_bytes(storage.join(output, SUMMARY_FILE), body.encode())
 
 
+def write_report_anywhere(output: str) -> str:
+    """The report is built from local files; for a bucket, from copies, then uploaded."""
+    if not storage.is_remote(output):
+        return report.write_report(output)
+    with tempfile.TemporaryDirectory() as local:
+        names = ["tags.parquet", "segments.parquet"]
+        names += [
+            path.rsplit("/", 1)[1] for path in storage.match(storage.join(output, "failed-*"))
+        ]
+        for name in names:
+            if storage.exists(storage.join(output, name)):
+                with open(os.path.join(local, name), "wb") as copy:
+                    copy.write(storage.read_bytes(storage.join(output, name)))
+        with open(report.write_report(local), "rb") as page:
+            remote_page = storage.join(output, report.REPORT_DIR, "index.html")
+            storage.write_bytes(remote_page, page.read())
+    return remote_page
+
+
 def main(argv: list[str] | None = None) -> int:
     args, _ = build_parser().parse_known_args(argv)
     try:
         run(argv).wait_until_finish()
-    except (UsageError, model_dir.ModelDirError, backbones.BackboneError) as error:
+    except (
+        UsageError,
+        model_dir.ModelDirError,
+        backbones.BackboneError,
+        FileNotFoundError,
+    ) as error:
         print(f"tag_videos: error: {error}", file=sys.stderr)
         return 2
-    output = args.output if "://" in args.output else os.path.abspath(args.output)
-    with open(os.path.join(output, SUMMARY_FILE)) as summary_file:
-        counts = json.load(summary_file)["counts"]
+    output = storage.absolute(args.output)
+    counts = json.loads(storage.read_bytes(storage.join(output, SUMMARY_FILE)))["counts"]
     tagged, seen, failed = counts["tagged"], counts["seen"], counts["failed"]
     print(f"tag_videos: {tagged} of {seen} videos tagged, {failed} failed")
-    print(f"  tags:     {os.path.join(output, 'tags.csv')} (and tags.parquet, segments.parquet)")
-    print(f"  report:   {report.write_report(output)}")
+    print(f"  tags:     {storage.join(output, 'tags.csv')} (and tags.parquet, segments.parquet)")
+    print(f"  report:   {write_report_anywhere(output)}")
     return 0
 
 

@@ -15,7 +15,7 @@ from features.quantize import dequantize
 from pipelines import report, storage
 from pipelines.elements import DecodeSummary, Failure
 from pipelines.transforms import COUNTS, FAILED, SUMMARY, concatenate_chunks
-from pooling_models import model_dir, tagging
+from pooling_models import model_dir, staging, tagging
 
 SEGMENTS = "segments"
 PREDICTIONS = "predictions"
@@ -76,7 +76,8 @@ class TagVideo(beam.DoFn):
         self._tagged = 0
 
     def setup(self) -> None:
-        self._model = model_dir.load_model(self._settings.model_dir)
+        # A gs:// model directory is downloaded once per worker process.
+        self._model = model_dir.load_model(staging.local_dir_for(self._settings.model_dir))
 
     def process(self, video: TaggableVideo) -> Iterator:
         settings = self._settings

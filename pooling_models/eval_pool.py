@@ -10,7 +10,7 @@ import sys
 
 import tensorflow as tf
 
-from pooling_models import data, model_dir
+from pooling_models import data, model_dir, staging
 from pooling_models.evaluation import evaluate
 from pooling_models.train_pool import METRIC_KEYS
 
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> dict[str, float]:
     args = build_parser().parse_args(argv)
-    train_config = model_dir.read_train_config(args.model)
+    model = staging.local_dir_for(args.model)
+    train_config = model_dir.read_train_config(model)
     config = train_config.model
     common = {
         "feature_names": config.feature_names,
@@ -38,14 +39,15 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
         "batch_size": args.batch_size,
         "training": False,
     }
+    records = staging.stage_glob(args.data)
     if config.data_level == "frame":
-        dataset = data.frame_dataset(args.data, max_frames=train_config.max_frames, **common)
+        dataset = data.frame_dataset(records, max_frames=train_config.max_frames, **common)
     else:
-        dataset = data.video_dataset(args.data, **common)
-    model = model_dir.load_model(args.model)
-    metrics = evaluate(model, dataset, config.num_classes, predictions_csv=args.predictions)
+        dataset = data.video_dataset(records, **common)
+    keras_model = model_dir.load_model(model)
+    metrics = evaluate(keras_model, dataset, config.num_classes, predictions_csv=args.predictions)
     metrics = {key: metrics[key] for key in METRIC_KEYS}
-    output = args.metrics_output or os.path.join(args.model, "eval_metrics.json")
+    output = args.metrics_output or os.path.join(model, "eval_metrics.json")
     model_dir.write_json(output, {**metrics, "data": args.data})
     return metrics
 

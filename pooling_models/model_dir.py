@@ -10,12 +10,14 @@
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 import keras
 
 from features.formats import MANIFEST_FILE, PCA_FILE, VOCABULARY_FILE
 from features.video_ids import id_root_of
+from pooling_models import staging
 from pooling_models.builder import ModelConfig
 
 MODEL_FILE = "model.keras"
@@ -58,7 +60,12 @@ class TrainConfig:
 
 
 def find_manifest(data_pattern: str, max_levels: int = 3) -> str | None:
-    """The manifest.json in the data's folder or one of its parents (`out/frame/*` → `out`)."""
+    """The manifest.json in the data's folder or one of its parents (`out/frame/*` → `out`).
+
+    For gs:// data the manifest and the files it references are downloaded, and the local
+    copy's path is returned."""
+    if staging.is_gcs(data_pattern):
+        return _find_remote_manifest(data_pattern, max_levels)
     folder = id_root_of(data_pattern) if not os.path.isdir(data_pattern) else data_pattern
     folder = os.path.abspath(folder)
     for _ in range(max_levels + 1):
@@ -69,6 +76,23 @@ def find_manifest(data_pattern: str, max_levels: int = 3) -> str | None:
         if parent == folder:
             break
         folder = parent
+    return None
+
+
+def _find_remote_manifest(data_pattern: str, max_levels: int) -> str | None:
+    folder = id_root_of(data_pattern).rstrip("/")
+    for _ in range(max_levels + 1):
+        if staging.exists(f"{folder}/{MANIFEST_FILE}"):
+            local_dir = tempfile.mkdtemp(prefix="framevlad-manifest-")
+            local = os.path.join(local_dir, MANIFEST_FILE)
+            staging.download(f"{folder}/{MANIFEST_FILE}", local)
+            for name in referenced_files(read_manifest_dict(local)):
+                if staging.exists(f"{folder}/{name}"):
+                    staging.download(f"{folder}/{name}", os.path.join(local_dir, name))
+            return local
+        if folder.count("/") <= 2:  # gs://bucket
+            break
+        folder = folder.rsplit("/", 1)[0]
     return None
 
 

@@ -6,12 +6,13 @@ train_pool --pooling netvlad --train_data 'features/frame/*.tfrecord' --output m
 import argparse
 import os
 import sys
+import tempfile
 import warnings
 
 import tensorflow as tf
 
 from features.formats import AUDIO_KEY, DEFAULT_MAX_FRAMES, MEAN_RGB_KEY, RGB_KEY
-from pooling_models import data, model_dir
+from pooling_models import data, model_dir, staging
 from pooling_models.builder import POOLING_CHOICES, ModelConfig, build_model
 from pooling_models.evaluation import evaluate
 from pooling_models.label_scan import largest_label
@@ -172,6 +173,12 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     args = build_parser().parse_args(argv)
     check_ranges(args)
     train_manifest, _ = find_manifests(args)
+    data_urls = {"train_data": args.train_data, "eval_data": args.eval_data}
+    args.train_data = staging.stage_glob(args.train_data)
+    args.eval_data = staging.stage_glob(args.eval_data) if args.eval_data else ""
+    remote_output = args.output if staging.is_gcs(args.output) else ""
+    if remote_output:  # written locally, uploaded when complete
+        args.output = tempfile.mkdtemp(prefix="framevlad-model-")
     manifest = model_dir.read_manifest_dict(train_manifest) if train_manifest else None
     names, sizes = feature_spec(args, manifest)
     num_classes = count_classes(args, manifest)
@@ -201,8 +208,8 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     train_config = model_dir.TrainConfig(
         model=config,
         max_frames=args.max_frames,
-        train_data=args.train_data,
-        eval_data=args.eval_data,
+        train_data=data_urls["train_data"],
+        eval_data=data_urls["eval_data"],
         eval_fraction=0.0 if args.eval_data else args.eval_fraction,
         raw_video_tagging=train_manifest is not None,
         note="" if train_manifest else model_dir.NO_MANIFEST_NOTE,
@@ -210,6 +217,8 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     )
     with open(os.path.join(args.output, model_dir.TRAIN_CONFIG_FILE), "w") as out:
         out.write(train_config.to_json())
+    if remote_output:
+        staging.upload_dir(args.output, remote_output)
     return metrics
 
 

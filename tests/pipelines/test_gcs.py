@@ -6,7 +6,8 @@ import tempfile
 import pytest
 
 from features import records, sample_library
-from pipelines import extract_features
+from pipelines import extract_features, tag_videos
+from pooling_models import eval_pool, train_pool
 from tests import gcs_emulator
 from tests.broken_videos import write_text
 
@@ -85,3 +86,28 @@ def test_dataflow_dry_run_builds_the_job_without_submitting(bucket_library, gcs_
     assert "not submitted" in printed and "g2-standard-4" in printed and "nvidia-l4" in printed
     assert "framevlad:1" in printed and "8 max" in printed
     assert gcs_emulator.list_names(output) == []  # nothing written, nothing submitted
+
+
+def test_train_evaluate_and_tag_through_the_bucket(bucket_features, bucket_library, gcs_bucket):
+    model = f"{gcs_bucket}/model"
+    frames = f"{bucket_features}/frame/*.tfrecord"
+    train = ["--train_data", frames, "--eval_data", frames, "--output", model, "--epochs", "1"]
+    train += ["--cluster_size", "4", "--hidden_size", "8", "--batch_size", "4"]
+    assert train_pool.main(train) == 0
+    stored = gcs_emulator.list_names(model)
+    for name in ("model.keras", "train_config.json", "metrics.json", "manifest.json", "pca.npz"):
+        assert name in stored, name
+    config = json.loads(gcs_emulator.read(f"{model}/train_config.json"))
+    assert config["train_data"] == frames and config["raw_video_tagging"] is True
+    assert eval_pool.main(["--model", model, "--data", frames]) == 0
+    tags = f"{gcs_bucket}/tags"
+    assert tag_videos.main(["--model", model, "--input", bucket_library, "--output", tags]) == 0
+    summary = json.loads(gcs_emulator.read(f"{tags}/tagging.json"))
+    assert summary["counts"] == {"seen": VIDEOS + 1, "tagged": VIDEOS, "failed": 1, **{
+        key: value for key, value in summary["counts"].items() if key.startswith("failed_by")
+    }}  # fmt: skip
+    stored = gcs_emulator.list_names(tags)
+    assert {"tags.parquet", "tags.csv", "segments.parquet", "predictions.csv"} <= set(stored)
+    page = gcs_emulator.read(f"{tags}/report/index.html").decode()
+    assert page.count('class="video"') == VIDEOS
+    assert sum(name.startswith("report/thumbnails/") for name in stored) == VIDEOS
