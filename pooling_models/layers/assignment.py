@@ -3,7 +3,8 @@
 NetVLAD, NetRVLAD, NetFV and soft-DBoW (Miech et al. 2017, "Learnable pooling with
 context gating for video classification") all start the same way: every frame is softly
 assigned to K clusters by a softmax over a linear map. Keeping that in one layer means the
-batch-norm and padding rules are written once.
+batch-norm and padding rules are written once; `ClusterPooling` is the base those
+poolings (and NeXtVLAD) share, so their config and weights are declared once too.
 """
 
 import math
@@ -11,7 +12,7 @@ import math
 import keras
 from keras import ops
 
-from pooling_models.layers.masking import MaskedBatchNormalization, zero_padding
+from pooling_models.layers.masking import MaskedBatchNormalization, MaskedPooling, zero_padding
 
 
 @keras.saving.register_keras_serializable(package="framevlad")
@@ -78,6 +79,73 @@ class SoftAssignment(keras.layers.Layer):
         config = super().get_config()
         config.update(cluster_size=self.cluster_size, use_batch_norm=self.use_batch_norm)
         return config
+
+
+class ClusterPooling(MaskedPooling):
+    """Base of the poolings over K learned clusters: NetVLAD, NetRVLAD, NetFV, soft-DBoW, NeXtVLAD.
+
+    Owns the args they share and their config; `build` makes `self.assignment` (a
+    `SoftAssignment`, weights under "assignment/") and, where the class sets
+    `uses_centres`, K centres of the frame width D (`self.centres`, weight "centres");
+    `call` zeroes the padding, assigns the frames and hands both to `_aggregate`, the one
+    method a subclass must write. NeXtVLAD assigns groups of expanded frames, so it builds
+    and calls its own way and takes only the args, the config and `_add_centres` from here.
+    Not registered: only its subclasses are ever saved.
+
+    Args:
+      cluster_size: K, the number of clusters.
+      use_batch_norm: batch-normalize the assignment logits (over real frames only).
+    """
+
+    uses_centres = False
+
+    def __init__(self, cluster_size: int, use_batch_norm: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.cluster_size = cluster_size
+        self.use_batch_norm = use_batch_norm
+
+    def build(self, frames_shape: tuple) -> None:
+        self.feature_size = frames_shape[-1]
+        self.assignment = SoftAssignment(
+            self.cluster_size, use_batch_norm=self.use_batch_norm, name="assignment"
+        )
+        self.assignment.build(frames_shape)
+        if self.uses_centres:
+            self.centres = self._add_centres(self.feature_size)
+
+    def _add_centres(self, centre_size: int) -> keras.Variable:
+        """K learned centres [K, centre_size]; entries ~ N(0, 1 / centre_size), norms ~ 1."""
+        return self.add_weight(
+            shape=(self.cluster_size, centre_size),
+            initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(centre_size)),
+            name="centres",
+        )
+
+    def call(
+        self,
+        frames: keras.KerasTensor,
+        mask: keras.KerasTensor | None = None,
+        training: bool | None = None,
+    ) -> keras.KerasTensor:
+        frames = zero_padding(frames, mask)
+        assignment = self.assignment(frames, mask=mask, training=training)  # [B, T, K]
+        return self._aggregate(frames, assignment)
+
+    def _aggregate(
+        self, frames: keras.KerasTensor, assignment: keras.KerasTensor
+    ) -> keras.KerasTensor:
+        """Frames [B, T, D] and assignment [B, T, K], both zero on padding -> [B, P]."""
+        raise NotImplementedError(f"{type(self).__name__} must define _aggregate")
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(cluster_size=self.cluster_size, use_batch_norm=self.use_batch_norm)
+        return config
+
+
+def cluster_sums(assignment: keras.KerasTensor, values: keras.KerasTensor) -> keras.KerasTensor:
+    """sum_t a_tk v_t: assignment [B, T, K] and values [B, T, D] -> [B, K, D]."""
+    return ops.einsum("btk,btd->bkd", assignment, values)
 
 
 def l2_normalize(values: keras.KerasTensor, axis: int = -1) -> keras.KerasTensor:

@@ -8,7 +8,7 @@ words" its frames activate, discarding the residual detail NetVLAD keeps. They a
 import keras
 from keras import ops
 
-from pooling_models.layers.assignment import SoftAssignment, l2_normalize
+from pooling_models.layers.assignment import ClusterPooling, l2_normalize
 from pooling_models.layers.masking import (
     MaskedBatchNormalization,
     MaskedPooling,
@@ -22,7 +22,7 @@ _ACTIVATIONS = ("relu", "relu6")
 
 
 @keras.saving.register_keras_serializable(package="framevlad")
-class SoftDBoW(MaskedPooling):
+class SoftDBoW(ClusterPooling):
     """Soft bag of visual words: h_k = sum_t a_tk, L2-normalized.
 
     a_tk is `SoftAssignment`, so each frame spreads one unit of mass over the K words and
@@ -41,33 +41,13 @@ class SoftDBoW(MaskedPooling):
       [B, K], unit L2 norm.
     """
 
-    def __init__(self, cluster_size: int, use_batch_norm: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.cluster_size = cluster_size
-        self.use_batch_norm = use_batch_norm
-
-    def build(self, frames_shape: tuple) -> None:
-        self.assignment = SoftAssignment(
-            self.cluster_size, use_batch_norm=self.use_batch_norm, name="assignment"
-        )
-        self.assignment.build(frames_shape)
-
-    def call(
-        self,
-        frames: keras.KerasTensor,
-        mask: keras.KerasTensor | None = None,
-        training: bool | None = None,
+    def _aggregate(
+        self, frames: keras.KerasTensor, assignment: keras.KerasTensor
     ) -> keras.KerasTensor:
-        assignment = self.assignment(frames, mask=mask, training=training)  # [B, T, K]
         return l2_normalize(ops.sum(assignment, axis=1))
 
     def compute_output_shape(self, frames_shape: tuple) -> tuple:
         return (frames_shape[0], self.cluster_size)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(cluster_size=self.cluster_size, use_batch_norm=self.use_batch_norm)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="framevlad")

@@ -12,15 +12,14 @@ import math
 import keras
 from keras import ops
 
-from pooling_models.layers.assignment import SoftAssignment, l2_normalize
-from pooling_models.layers.masking import MaskedPooling, zero_padding
+from pooling_models.layers.assignment import ClusterPooling, cluster_sums, l2_normalize
 
 # Keeps the learned spread strictly positive even when its square-root weight hits zero.
 _MIN_SIGMA = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="framevlad")
-class NetFV(MaskedPooling):
+class NetFV(ClusterPooling):
     """Learned Fisher Vector: first- and second-order cluster statistics, [B, 2 * K * D].
 
     With soft assignment a_tk (`SoftAssignment`), centres c_k and per-cluster diagonal
@@ -47,40 +46,24 @@ class NetFV(MaskedPooling):
       [B, 2 * K * D]; each half has unit L2 norm.
     """
 
-    def __init__(self, cluster_size: int, use_batch_norm: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.cluster_size = cluster_size
-        self.use_batch_norm = use_batch_norm
+    uses_centres = True
 
     def build(self, frames_shape: tuple) -> None:
-        self.feature_size = frames_shape[-1]
-        self.assignment = SoftAssignment(
-            self.cluster_size, use_batch_norm=self.use_batch_norm, name="assignment"
-        )
-        self.assignment.build(frames_shape)
-        spread = 1.0 / math.sqrt(self.feature_size)
-        self.centres = self.add_weight(
-            shape=(self.cluster_size, self.feature_size),
-            initializer=keras.initializers.RandomNormal(stddev=spread),
-            name="centres",
-        )
+        super().build(frames_shape)
         self.sigma_roots = self.add_weight(
             shape=(self.cluster_size, self.feature_size),
-            initializer=keras.initializers.RandomNormal(mean=1.0, stddev=2.0 * spread),
+            initializer=keras.initializers.RandomNormal(
+                mean=1.0, stddev=2.0 / math.sqrt(self.feature_size)
+            ),
             name="sigma_roots",
         )
 
-    def call(
-        self,
-        frames: keras.KerasTensor,
-        mask: keras.KerasTensor | None = None,
-        training: bool | None = None,
+    def _aggregate(
+        self, frames: keras.KerasTensor, assignment: keras.KerasTensor
     ) -> keras.KerasTensor:
-        frames = zero_padding(frames, mask)
-        assignment = self.assignment(frames, mask=mask, training=training)  # [B, T, K]
         mass = ops.expand_dims(ops.sum(assignment, axis=1), -1)  # [B, K, 1]
-        weighted = ops.einsum("btk,btd->bkd", assignment, frames)  # [B, K, D]
-        weighted_squares = ops.einsum("btk,btd->bkd", assignment, ops.square(frames))
+        weighted = cluster_sums(assignment, frames)  # [B, K, D]
+        weighted_squares = cluster_sums(assignment, ops.square(frames))
         sigma = ops.square(self.sigma_roots) + _MIN_SIGMA  # [K, D]
 
         # Expanding (x - c)^2 keeps everything to [B, K, D] sums, never [B, T, K, D].
@@ -97,8 +80,3 @@ class NetFV(MaskedPooling):
 
     def compute_output_shape(self, frames_shape: tuple) -> tuple:
         return (frames_shape[0], 2 * self.cluster_size * frames_shape[-1])
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(cluster_size=self.cluster_size, use_batch_norm=self.use_batch_norm)
-        return config

@@ -8,17 +8,15 @@ contribution weighted by a learned attention. The output shrinks to K * lambda *
 accuracy on YouTube-8M.
 """
 
-import math
-
 import keras
 from keras import ops
 
-from pooling_models.layers.assignment import l2_normalize
-from pooling_models.layers.masking import MaskedBatchNormalization, MaskedPooling, zero_padding
+from pooling_models.layers.assignment import ClusterPooling, l2_normalize
+from pooling_models.layers.masking import MaskedBatchNormalization, zero_padding
 
 
 @keras.saving.register_keras_serializable(package="framevlad")
-class NeXtVLAD(MaskedPooling):
+class NeXtVLAD(ClusterPooling):
     """NeXtVLAD pooling of frames -> [B, K * expansion * D / groups].
 
     Per real frame x_t: x~ = x_t . W_e + b_e (expansion to lambda * D); group attention
@@ -54,13 +52,12 @@ class NeXtVLAD(MaskedPooling):
         use_batch_norm: bool = True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.cluster_size = cluster_size
+        super().__init__(cluster_size, use_batch_norm=use_batch_norm, **kwargs)
         self.expansion = expansion
         self.groups = groups
-        self.use_batch_norm = use_batch_norm
 
     def build(self, frames_shape: tuple) -> None:
+        # Replaces the base build: the assignment here is per group, of the expanded frame.
         expanded_size = self.expansion * frames_shape[-1]
         if expanded_size % self.groups:
             raise ValueError(
@@ -86,11 +83,7 @@ class NeXtVLAD(MaskedPooling):
             self.assignment_norm.build((*frames_shape[:-1], self.groups * self.cluster_size))
             self.output_norm = keras.layers.BatchNormalization(name="output_norm")
             self.output_norm.build((frames_shape[0], self.cluster_size * self.group_size))
-        self.centres = self.add_weight(
-            shape=(self.cluster_size, self.group_size),
-            initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(self.group_size)),
-            name="centres",
-        )
+        self.centres = self._add_centres(self.group_size)
 
     def call(
         self,
@@ -124,10 +117,5 @@ class NeXtVLAD(MaskedPooling):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            cluster_size=self.cluster_size,
-            expansion=self.expansion,
-            groups=self.groups,
-            use_batch_norm=self.use_batch_norm,
-        )
+        config.update(expansion=self.expansion, groups=self.groups)
         return config

@@ -17,11 +17,14 @@ class _StackedRecurrent(MaskedPooling):
     steps and the "final" state is the one after each video's own last frame. Masks must be
     right-padded (real frames first, as `FrameMask` builds them): on a GPU Keras runs
     these layers with cuDNN, which only accepts right-padded masks and asserts so.
+    Subclasses only name the Keras layer to stack, `recurrent_class`.
 
     Args:
       units: state size of every layer, hence of the output.
       num_layers: how many recurrent layers to stack.
     """
+
+    recurrent_class: type[keras.layers.RNN]
 
     def __init__(self, units: int = 1024, num_layers: int = 2, **kwargs):
         super().__init__(**kwargs)
@@ -30,15 +33,12 @@ class _StackedRecurrent(MaskedPooling):
         self.units = units
         self.num_layers = num_layers
 
-    def _recurrent_layer(self, return_sequences: bool, name: str) -> keras.layers.Layer:
-        raise NotImplementedError
-
     def build(self, frames_shape: tuple) -> None:
         self.recurrent_layers = []
         inputs_shape = frames_shape
         for index in range(self.num_layers):
-            layer = self._recurrent_layer(
-                return_sequences=index < self.num_layers - 1, name=f"recurrent_{index}"
+            layer = self.recurrent_class(
+                self.units, return_sequences=index < self.num_layers - 1, name=f"recurrent_{index}"
             )
             layer.build(inputs_shape)
             self.recurrent_layers.append(layer)
@@ -80,8 +80,7 @@ class LSTMPooling(_StackedRecurrent):
       [B, units].
     """
 
-    def _recurrent_layer(self, return_sequences: bool, name: str) -> keras.layers.Layer:
-        return keras.layers.LSTM(self.units, return_sequences=return_sequences, name=name)
+    recurrent_class = keras.layers.LSTM
 
 
 @keras.saving.register_keras_serializable(package="framevlad")
@@ -100,5 +99,4 @@ class GRUPooling(_StackedRecurrent):
       [B, units].
     """
 
-    def _recurrent_layer(self, return_sequences: bool, name: str) -> keras.layers.Layer:
-        return keras.layers.GRU(self.units, return_sequences=return_sequences, name=name)
+    recurrent_class = keras.layers.GRU

@@ -7,17 +7,14 @@ frames assigned to it differ from its centre, so the order of frames does not ma
 their distribution does.
 """
 
-import math
-
 import keras
 from keras import ops
 
-from pooling_models.layers.assignment import SoftAssignment, l2_normalize
-from pooling_models.layers.masking import MaskedPooling, zero_padding
+from pooling_models.layers.assignment import ClusterPooling, cluster_sums, l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="framevlad")
-class NetVLAD(MaskedPooling):
+class NetVLAD(ClusterPooling):
     """NetVLAD over frames: V_k = sum_t a_tk (x_t - c_k), intra-normalized, then L2.
 
     a_tk is `SoftAssignment` (softmax over K of batch-normed x_t . W; padded frames get 0).
@@ -37,33 +34,13 @@ class NetVLAD(MaskedPooling):
       [B, K * D], unit L2 norm.
     """
 
-    def __init__(self, cluster_size: int, use_batch_norm: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.cluster_size = cluster_size
-        self.use_batch_norm = use_batch_norm
+    uses_centres = True
 
-    def build(self, frames_shape: tuple) -> None:
-        self.feature_size = frames_shape[-1]
-        self.assignment = SoftAssignment(
-            self.cluster_size, use_batch_norm=self.use_batch_norm, name="assignment"
-        )
-        self.assignment.build(frames_shape)
-        self.centres = self.add_weight(
-            shape=(self.cluster_size, self.feature_size),
-            initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(self.feature_size)),
-            name="centres",
-        )
-
-    def call(
-        self,
-        frames: keras.KerasTensor,
-        mask: keras.KerasTensor | None = None,
-        training: bool | None = None,
+    def _aggregate(
+        self, frames: keras.KerasTensor, assignment: keras.KerasTensor
     ) -> keras.KerasTensor:
-        frames = zero_padding(frames, mask)
-        assignment = self.assignment(frames, mask=mask, training=training)  # [B, T, K]
         # sum_t a_tk x_t - c_k sum_t a_tk: one matmul instead of a [B, T, K, D] residual.
-        weighted = ops.einsum("btk,btd->bkd", assignment, frames)  # [B, K, D]
+        weighted = cluster_sums(assignment, frames)  # [B, K, D]
         mass = ops.sum(assignment, axis=1)  # [B, K]
         residuals = weighted - ops.expand_dims(mass, -1) * self.centres
         return self._flatten(residuals)
@@ -76,11 +53,6 @@ class NetVLAD(MaskedPooling):
 
     def compute_output_shape(self, frames_shape: tuple) -> tuple:
         return (frames_shape[0], self.cluster_size * frames_shape[-1])
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(cluster_size=self.cluster_size, use_batch_norm=self.use_batch_norm)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="framevlad")
@@ -98,19 +70,9 @@ class NetRVLAD(NetVLAD):
       [B, K * D], unit L2 norm.
     """
 
-    def build(self, frames_shape: tuple) -> None:
-        self.feature_size = frames_shape[-1]
-        self.assignment = SoftAssignment(
-            self.cluster_size, use_batch_norm=self.use_batch_norm, name="assignment"
-        )
-        self.assignment.build(frames_shape)
+    uses_centres = False
 
-    def call(
-        self,
-        frames: keras.KerasTensor,
-        mask: keras.KerasTensor | None = None,
-        training: bool | None = None,
+    def _aggregate(
+        self, frames: keras.KerasTensor, assignment: keras.KerasTensor
     ) -> keras.KerasTensor:
-        frames = zero_padding(frames, mask)
-        assignment = self.assignment(frames, mask=mask, training=training)  # [B, T, K]
-        return self._flatten(ops.einsum("btk,btd->bkd", assignment, frames))
+        return self._flatten(cluster_sums(assignment, frames))
