@@ -17,7 +17,6 @@ import sys
 import time
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     GoogleCloudOptions,
@@ -243,16 +242,6 @@ def check_compatible(config: ExtractConfig, committed: list, weights, pca_sha256
         )
 
 
-def placeholder_pca(feature_dims: int, pca_dims: int) -> PcaTransform:
-    """Stands in for a PCA that a dry run does not fit; the job is built, never run."""
-    return PcaTransform(
-        np.zeros(feature_dims, np.float32),
-        np.eye(feature_dims, pca_dims, dtype=np.float32),
-        np.ones(pca_dims, np.float32),
-        epsilon=0.0,
-    )
-
-
 def run(
     argv: list[str] | None = None, save_main_session: bool = True
 ) -> beam.runners.runner.PipelineResult:
@@ -279,10 +268,10 @@ def run(
         )
     spec = backbones.BACKBONES[config.backbone]
     dry_run = options.view_as(TestOptions).dry_run
+    pca_dims, pca_epsilon = (spec.feature_dims, config.pca_dims), 0.0
+    pca_source, pca_sample_frames, pca_sha256 = "dry run", 0, ""
     if dry_run:
         print(describe_job(config, options))
-        pca = placeholder_pca(spec.feature_dims, config.pca_dims)
-        pca_source, pca_sample_frames, pca_sha256 = "dry run", 0, ""
     else:
         moved = runs.set_aside_uncommitted(config.output, {run.run_id for run in committed})
         if moved:
@@ -292,7 +281,10 @@ def run(
         )
         if committed:
             check_compatible(config, committed, weights, pca_sha256)
+        pca_dims, pca_epsilon = (pca.input_dims, pca.output_dims), pca.epsilon
     manifest_parts = {
+        "pca_dims": pca_dims,
+        "pca_epsilon": pca_epsilon,
         "weights": weights,
         "frame_size": spec.input_size,
         "pca_source": pca_source,
@@ -303,7 +295,7 @@ def run(
         storage.join(config.output, path) for run in committed for path in run.ok_ids_files
     ]
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, pca, manifest_parts, given_vocabulary, done_ids_files)
+    build_pipeline(pipeline, config, manifest_parts, given_vocabulary, done_ids_files)
     return pipeline.run()
 
 

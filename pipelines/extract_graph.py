@@ -5,9 +5,15 @@ import os
 import apache_beam as beam
 
 from features import video_ids
-from features.formats import FAILED_PREFIX, FRAME_DIR, RECORD_SUFFIX, VIDEO_DIR, VOCABULARY_FILE
+from features.formats import (
+    FAILED_PREFIX,
+    FRAME_DIR,
+    PCA_FILE,
+    RECORD_SUFFIX,
+    VIDEO_DIR,
+    VOCABULARY_FILE,
+)
 from features.labels import Vocabulary
-from features.pca import PcaTransform
 from pipelines import manifest, runs, storage
 from pipelines.config import ExtractConfig
 from pipelines.transforms import (
@@ -22,8 +28,8 @@ from pipelines.transforms import (
     JoinLabels,
     KeepFirstPath,
     MatchVideos,
+    WhitenAndQuantize,
     failure_counts,
-    quantize_chunk,
     read_label_rows,
 )
 
@@ -59,14 +65,14 @@ def skip_done(pipeline: beam.Pipeline, unique, done_ids_files: list[str]):
 def build_pipeline(
     pipeline: beam.Pipeline,
     config: ExtractConfig,
-    pca: PcaTransform,
     manifest_parts: dict,
     given_vocabulary: Vocabulary,
     done_ids_files: list[str],
 ) -> None:
     """Adds the extraction steps to `pipeline`; `manifest_parts` are build_manifest's
-    run-independent arguments (weights, frame_size, pca_source, pca_sample_frames,
-    pca_sha256); `done_ids_files` list the ok ids of committed runs to skip."""
+    run-independent arguments (weights, frame_size, pca_dims, pca_epsilon, pca_source,
+    pca_sample_frames, pca_sha256); the workers read pca.npz from the output;
+    `done_ids_files` list the ok ids of committed runs to skip."""
     keyed_paths = pipeline | "Match" >> MatchVideos(config)
     unique = (
         keyed_paths
@@ -105,11 +111,15 @@ def build_pipeline(
         )
     )
     frame_size = manifest_parts["frame_size"]
+    pca_path = storage.join(config.output, PCA_FILE)
     embedded, summaries, decode_failures = labeled.videos | "Embed" >> EmbedVideos(
         config, frame_size
     )
     assembled = (
-        {"chunks": embedded | "Quantize" >> beam.Map(quantize_chunk, pca), SUMMARY: summaries}
+        {
+            "chunks": embedded | "Quantize" >> beam.ParDo(WhitenAndQuantize(pca_path)),
+            SUMMARY: summaries,
+        }
         | "JoinChunks" >> beam.CoGroupByKey()
         | "Assemble"
         >> beam.ParDo(AssembleVideo()).with_outputs(VIDEO_LEVEL, COUNTS, OK_ID, main="frame")
@@ -160,7 +170,6 @@ def build_pipeline(
     _ = counts | "Commit" >> beam.Map(
         commit_step,
         config=config,
-        pca=pca,
         manifest_parts=manifest_parts,
         vocabulary=beam.pvalue.AsSingleton(vocabulary),
         **written_lists,
@@ -175,7 +184,6 @@ def write_vocabulary(vocabulary: Vocabulary, output: str) -> None:
 def commit_step(
     counts: dict,
     config: ExtractConfig,
-    pca: PcaTransform,
     manifest_parts: dict,
     vocabulary: Vocabulary,
     **written: list[str],
@@ -184,6 +192,6 @@ def commit_step(
     if os.environ.get(FAULT_ENV) == "before_commit":
         raise RuntimeError(f"{FAULT_ENV}=before_commit: failing before the commit, as asked")
     built = manifest.build_manifest(
-        config, pca=pca, counts=counts, vocabulary=vocabulary, written=written, **manifest_parts
+        config, counts=counts, vocabulary=vocabulary, written=written, **manifest_parts
     )
     runs.commit(config.output, built)

@@ -9,7 +9,6 @@ from google.protobuf import json_format
 from features.backbones import WeightsSource
 from features.formats import PCA_FILE, RGB_KEY, VOCABULARY_FILE
 from features.labels import Vocabulary
-from features.pca import PcaTransform
 from framevlad_proto import framevlad_pb2
 from pipelines import storage
 from pipelines.config import ExtractConfig
@@ -38,7 +37,8 @@ def build_manifest(
     config: ExtractConfig,
     weights: WeightsSource,
     frame_size: tuple[int, int],
-    pca: PcaTransform,
+    pca_dims: tuple[int, int],
+    pca_epsilon: float,
     pca_source: str,
     pca_sample_frames: int,
     pca_sha256: str,
@@ -46,8 +46,8 @@ def build_manifest(
     vocabulary: Vocabulary,
     written: dict[str, list[str]],
 ) -> framevlad_pb2.Manifest:
-    """`written` maps frame_records / video_records / failed_records / ok_ids_files to
-    absolute paths."""
+    """`pca_dims` is (input, output); `written` maps frame_records / video_records /
+    failed_records / ok_ids_files to absolute paths."""
     manifest = framevlad_pb2.Manifest(
         format_version=FORMAT_VERSION,
         run_id=config.run_id,
@@ -65,13 +65,13 @@ def build_manifest(
         pca=framevlad_pb2.PcaInfo(
             file=PCA_FILE,
             source=pca_source,
-            input_dims=pca.input_dims,
-            output_dims=pca.output_dims,
-            epsilon=pca.epsilon,
+            input_dims=pca_dims[0],
+            output_dims=pca_dims[1],
+            epsilon=pca_epsilon,
             sample_frames=pca_sample_frames,
             sha256=pca_sha256,
         ),
-        feature_sizes={RGB_KEY: pca.output_dims},
+        feature_sizes={RGB_KEY: pca_dims[1]},
         vocabulary_file=VOCABULARY_FILE if len(vocabulary) else "",
         num_classes=len(vocabulary),
         versions=package_versions(),

@@ -22,7 +22,6 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from features import backbones
 from features.formats import FAILED_PREFIX, PCA_FILE, RECORD_SUFFIX, VOCABULARY_FILE
 from features.labels import Vocabulary
-from features.pca import PcaTransform
 from pipelines import report, storage
 from pipelines.config import ExtractConfig
 from pipelines.elements import VideoInput
@@ -43,8 +42,8 @@ from pipelines.transforms import (
     EmbedVideos,
     KeepFirstPath,
     MatchVideos,
+    WhitenAndQuantize,
     failure_counts,
-    quantize_chunk,
 )
 from pooling_models import model_dir, staging
 
@@ -160,7 +159,7 @@ def label_names(model: str) -> tuple[str, ...]:
         return Vocabulary.from_csv(vocabulary_file.read(), source=path).names
 
 
-def videos_from_files(pipeline: beam.Pipeline, config: ExtractConfig, pca: PcaTransform):
+def videos_from_files(pipeline: beam.Pipeline, config: ExtractConfig, pca_path: str):
     """Raw videos -> (TaggableVideo collection, failure collections, matched files)."""
     matched = pipeline | "Match" >> MatchVideos(config)
     unique = (
@@ -176,7 +175,10 @@ def videos_from_files(pipeline: beam.Pipeline, config: ExtractConfig, pca: PcaTr
         config, frame_size, keep_thumbnails=True
     )
     videos = (
-        {"chunks": embedded | "Quantize" >> beam.Map(quantize_chunk, pca), SUMMARY: summaries}
+        {
+            "chunks": embedded | "Quantize" >> beam.ParDo(WhitenAndQuantize(pca_path)),
+            SUMMARY: summaries,
+        }
         | "JoinChunks" >> beam.CoGroupByKey()
         | "CollectFrames" >> beam.FlatMap(collect_frames)
     )
@@ -243,8 +245,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = True):
         config = extract_config(args, manifest, run_id)
         backbones.resolve_weights(config.backbone, config.weights, config.seed)
         settings = dataclasses.replace(settings, fps=config.fps)
-        pca = PcaTransform.load_npz(os.path.join(args.model, PCA_FILE))
-        videos, failure_parts, seen = videos_from_files(pipeline, config, pca)
+        pca_path = storage.join(model_url, PCA_FILE)  # read by the workers
+        videos, failure_parts, seen = videos_from_files(pipeline, config, pca_path)
     tagged = videos | "Tag" >> beam.ParDo(
         TagVideo(settings, train_config.model.feature_sizes[0])
     ).with_outputs(SEGMENTS, PREDICTIONS, FAILED, COUNTS, main="tags")

@@ -1,6 +1,7 @@
 """The extraction job's steps: match, key, label, decode, embed, quantize, assemble."""
 
 import hashlib
+import io
 import os
 from collections.abc import Iterable, Iterator
 
@@ -15,6 +16,7 @@ from features import frames, quantize, records, video_ids
 from features.formats import MEAN_RGB_KEY, RGB_KEY
 from features.labels import LabelError, Vocabulary, is_header, parse_labels_row
 from features.pca import PcaTransform
+from pipelines import storage
 from pipelines.config import ExtractConfig
 from pipelines.elements import DecodeSummary, Failure, QuantizedChunk, VideoInput
 from pipelines.model_handler import BackboneModelHandler
@@ -188,6 +190,20 @@ def concatenate_chunks(chunks: Iterable[QuantizedChunk]) -> tuple[np.ndarray, np
     quantized = np.concatenate([chunk.quantized for chunk in ordered])
     mean = np.sum([chunk.feature_sum for chunk in ordered], axis=0) / len(quantized)
     return quantized, mean
+
+
+class WhitenAndQuantize(beam.DoFn):
+    """((id, start), features) -> (id, QuantizedChunk), with pca.npz read on the worker:
+    a 2048 -> 1024 PCA is 8 MB, too big to pickle into the job graph."""
+
+    def __init__(self, pca_path: str) -> None:
+        self._pca_path = pca_path
+
+    def setup(self) -> None:
+        self._pca = PcaTransform.load_npz(io.BytesIO(storage.read_bytes(self._pca_path)))
+
+    def process(self, keyed: tuple[tuple[str, int], PredictionResult]) -> Iterator:
+        yield quantize_chunk(keyed, self._pca)
 
 
 class AssembleVideo(beam.DoFn):
