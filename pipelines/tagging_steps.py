@@ -77,7 +77,8 @@ class TagVideo(beam.DoFn):
 
     def setup(self) -> None:
         # A gs:// model directory is downloaded once per worker process.
-        self._model = model_dir.load_model(staging.local_dir_for(self._settings.model_dir))
+        model = model_dir.load_model(staging.local_dir_for(self._settings.model_dir))
+        self._scorer = tagging.WindowScorer(model)
 
     def process(self, video: TaggableVideo) -> Iterator:
         settings = self._settings
@@ -90,7 +91,7 @@ class TagVideo(beam.DoFn):
             return
         frames_per_segment = max(1, round(settings.segment_seconds * settings.fps))
         scores = tagging.score_video(
-            self._model,
+            self._scorer,
             dequantize(video.quantized),
             settings.max_frames,
             frames_per_segment,

@@ -29,6 +29,10 @@ def model(extracted, tmp_path_factory):
     return output
 
 
+def model_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
+    return {"rgb": window[None], "num_frames": np.array([len(window)], np.int32)}
+
+
 def tag(model, source, output, *flags) -> dict:
     args = ["--model", str(model), "--input", str(source), "--output", str(output), *flags]
     assert tag_videos.main([*args, "--batch_size", "16"]) == 0
@@ -122,7 +126,10 @@ def test_long_video_is_tagged_whole_by_clip_averaging(model, extracted, tmp_path
     tags = tags[tags.id == longest.video_id].sort_values("label_index")
     keras_model = model_dir.load_model(str(model))
     frames = dequantize(longest.features["rgb"])
-    clips = tagging.predict_windows(keras_model, tagging.split_frames(frames, CLIP_FRAMES), 8)
+    windows = tagging.split_frames(frames, CLIP_FRAMES)
+    clips = tagging.predict_windows(tagging.WindowScorer(keras_model), windows, 8)
+    eager = [np.asarray(keras_model(model_inputs(window)))[0] for window in windows]
+    assert np.allclose(clips, eager, atol=1e-6)
     assert np.allclose(tags["score"], clips.mean(0), atol=1e-5)
 
 
