@@ -48,6 +48,7 @@ _SPLIT_BUCKETS = 1_000_000
 _FRAME_KEY_BUCKETS = 2**62
 _SPLIT_PARSE_BATCH = 256
 _MAX_OPEN_FILES = 16
+_CHECK_BATCH = 256  # records counted together by the corrupt-file check
 _ID_FEATURES = {
     ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
     LEGACY_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -261,22 +262,25 @@ def _file_sizes(paths: list[str]) -> list[int]:
 
 
 def _checked_records(path: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-    """The records of one file; fails naming the file unless they account for all its bytes."""
-    records = tf.data.TFRecordDataset(path).ignore_errors()
-    end = tf.data.Dataset.from_tensors((tf.constant(b""), True))
-    marked = records.map(lambda record: (record, False)).concatenate(end)
+    """The records of one file; fails naming the file unless they account for all its bytes.
+
+    Counts per batch of records: a per-record scan step cost ~5 CPU-ms per batch of 80 videos.
+    """
+    batches = tf.data.TFRecordDataset(path).ignore_errors().batch(_CHECK_BATCH)
+    end = tf.data.Dataset.from_tensors((tf.constant([], tf.string), True))
+    marked = batches.map(lambda batch: (batch, False)).concatenate(end)
 
     def count(consumed: tf.Tensor, element: tuple[tf.Tensor, tf.Tensor]) -> tuple:
-        record, at_end = element
-        record_bytes = tf.cast(tf.strings.length(record), tf.int64) + _RECORD_FRAMING_BYTES
-        consumed += tf.where(at_end, tf.constant(0, tf.int64), record_bytes)
+        batch, at_end = element
+        lengths = tf.cast(tf.strings.length(batch), tf.int64) + _RECORD_FRAMING_BYTES
+        consumed += tf.reduce_sum(lengths)
         message = tf.strings.join([path, tf.strings.format(_CORRUPT_FILE, [consumed, size])])
         check = tf.debugging.Assert(tf.logical_or(~at_end, consumed == size), [message])
         with tf.control_dependencies([check]):
-            return consumed, (tf.identity(record), at_end)
+            return consumed, (tf.identity(batch), at_end)
 
     checked = marked.scan(tf.constant(0, tf.int64), count)
-    return checked.filter(lambda record, at_end: ~at_end).map(lambda record, at_end: record)
+    return checked.filter(lambda batch, at_end: ~at_end).map(lambda batch, at_end: batch).unbatch()
 
 
 def _frame_ids(serialized: tf.Tensor) -> tf.Tensor:
