@@ -162,10 +162,12 @@ def _open(source: str | BinaryIO, name: str, report: DecodeReport) -> av.contain
 def _is_empty(source: str | BinaryIO) -> bool:
     if isinstance(source, str):
         return os.path.getsize(source) == 0
+    # Seek, don't read: a remote reader fetches a whole buffer (16 MiB for GCS) on a read and
+    # drops it on the seek back, so a probing read(1) downloads a small video twice.
     position = source.tell()
-    empty = not source.read(1)
+    size = source.seek(0, os.SEEK_END)
     source.seek(position)
-    return empty
+    return size == 0
 
 
 def _timed_frames(
