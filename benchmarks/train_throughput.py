@@ -30,12 +30,12 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 
+import extract_memory
 import keras
 import numpy as np
 import tensorflow as tf
@@ -56,7 +56,6 @@ SHARDS = 4
 MEMORY_BATCHES = 10  # distinct in-memory batches, cycled (each is 98 MB of float32 frames)
 INPUT_TARGET = 0.9  # reader / in memory
 MB = 1_000_000
-SAMPLE_PERIOD_S = 0.05
 
 
 @dataclass
@@ -265,34 +264,8 @@ def netvlad_child(clusters: int, steps: int, result_path: str) -> None:
 
 def peak_rss(command: list[str], log_path: str) -> tuple[float, float]:
     """Runs `command` -> (peak RSS in MB, wall seconds); exits with its log if it fails."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    start = time.perf_counter()
-    peak_kib = 0
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            peak_kib = max(peak_kib, _rss_kib(process.pid))
-            time.sleep(SAMPLE_PERIOD_S)
-    wall_s = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status):
-        with open(log_path) as log:
-            sys.exit(f"{' '.join(command)} failed:\n{log.read()[-4000:]}")
-    return max(peak_kib, usage.ru_maxrss) * 1024 / MB, wall_s
-
-
-def _rss_kib(pid: int) -> int:
-    """VmRSS of `pid` in KiB; 0 once it has exited (a zombie has no VmRSS line)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
+    peak, wall_s, _ = extract_memory.peak_rss(command, log_path)
+    return peak, wall_s
 
 
 def netvlad_sizes(args: argparse.Namespace) -> None:

@@ -6,7 +6,6 @@ import apache_beam as beam
 
 from features import video_ids
 from features.formats import (
-    FAILED_PREFIX,
     FRAME_DIR,
     PCA_FILE,
     RECORD_SUFFIX,
@@ -29,8 +28,9 @@ from pipelines.transforms import (
     KeepFirstPath,
     MatchVideos,
     WhitenAndQuantize,
-    failure_counts,
+    count_outcomes,
     read_label_rows,
+    write_failures,
 )
 
 
@@ -138,33 +138,13 @@ def build_pipeline(
         labeled[FAILED],
         decode_failures,
     ) | "AllFailures" >> beam.Flatten()
-    written["failed_records"] = (
-        failures
-        | "FailureJson" >> beam.Map(lambda failure: failure.to_json_line(config.run_id))
-        | "WriteFailures"
-        >> beam.io.WriteToText(
-            storage.join(config.output, f"{FAILED_PREFIX}-{config.run_id}"),
-            file_name_suffix=".jsonl",
-            num_shards=1,
-        )
-    )
+    written["failed_records"] = write_failures(failures, config.output, config.run_id)
     written["ok_ids_files"] = assembled[OK_ID] | "WriteOkIds" >> beam.io.WriteToText(
         storage.join(config.output, runs.MANIFESTS_DIR, f"{config.run_id}-ids"),
         file_name_suffix=".txt",
         num_shards=1,
     )
-    counts = (
-        (
-            keyed_paths | "CountSeen" >> beam.Map(lambda _: ("seen", 1)),
-            failures | "CountFailures" >> beam.FlatMap(failure_counts),
-            labeled[COUNTS],
-            assembled[COUNTS],
-            *skipped,
-        )
-        | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombinePerKey(sum)
-        | "CountsDict" >> beam.combiners.ToDict()
-    )
+    counts = count_outcomes(keyed_paths, failures, labeled[COUNTS], assembled[COUNTS], *skipped)
     _ = vocabulary | "WriteVocabulary" >> beam.Map(write_vocabulary, config.output)
     written_lists = {key: beam.pvalue.AsList(files) for key, files in written.items()}
     _ = counts | "Commit" >> beam.Map(

@@ -20,7 +20,7 @@ import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from features import backbones
-from features.formats import FAILED_PREFIX, PCA_FILE, RECORD_SUFFIX, VOCABULARY_FILE
+from features.formats import PCA_FILE, RECORD_SUFFIX, VOCABULARY_FILE
 from features.labels import Vocabulary
 from pipelines import report, storage
 from pipelines.config import ExtractConfig
@@ -43,7 +43,8 @@ from pipelines.transforms import (
     KeepFirstPath,
     MatchVideos,
     WhitenAndQuantize,
-    failure_counts,
+    count_outcomes,
+    write_failures,
 )
 from pooling_models import model_dir, staging
 
@@ -260,26 +261,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = True):
         shard_name_template="",
     )
     failures = [*failure_parts, tagged[FAILED]] | "AllFailures" >> beam.Flatten()
-    _ = (
-        failures
-        | "FailureJson" >> beam.Map(lambda failure: failure.to_json_line(run_id))
-        | "WriteFailures"
-        >> beam.io.WriteToText(
-            storage.join(args.output, f"{FAILED_PREFIX}-{run_id}"),
-            file_name_suffix=".jsonl",
-            num_shards=1,
-        )
-    )
-    counts = (
-        (
-            seen | "CountSeen" >> beam.Map(lambda _: ("seen", 1)),
-            failures | "CountFailures" >> beam.FlatMap(failure_counts),
-            tagged[COUNTS],
-        )
-        | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombinePerKey(sum)
-        | "CountsDict" >> beam.combiners.ToDict()
-    )
+    _ = write_failures(failures, args.output, run_id)
+    counts = count_outcomes(seen, failures, tagged[COUNTS])
     summary = {"run_id": run_id, "model": args.model, "input": args.input, "top_k": args.top_k}
     summary.update(min_score=args.min_score, segment_seconds=args.segment_seconds)
     summary["smooth"] = args.smooth

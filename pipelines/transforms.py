@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
 from features import frames, quantize, records, video_ids
-from features.formats import MEAN_RGB_KEY, RGB_KEY
+from features.formats import FAILED_PREFIX, MEAN_RGB_KEY, RGB_KEY
 from features.labels import LabelError, Vocabulary, is_header, parse_labels_row
 from features.pca import PcaTransform
 from pipelines import storage
@@ -35,6 +35,37 @@ NAMESPACE = "framevlad"
 def failure_counts(failure: Failure) -> Iterator[tuple[str, int]]:
     yield "failed", 1
     yield f"failed_by_reason/{failure.reason}", 1
+
+
+def write_failures(failures: beam.PCollection, output: str, run_id: str) -> beam.PCollection:
+    """The dead letter: one JSON line per failure in `<output>/failed-<run_id>-*.jsonl`;
+    returns the written file names."""
+    return (
+        failures
+        | "FailureJson" >> beam.Map(lambda failure: failure.to_json_line(run_id))
+        | "WriteFailures"
+        >> beam.io.WriteToText(
+            storage.join(output, f"{FAILED_PREFIX}-{run_id}"),
+            file_name_suffix=".jsonl",
+            num_shards=1,
+        )
+    )
+
+
+def count_outcomes(
+    seen: beam.PCollection, failures: beam.PCollection, *counts: beam.PCollection
+) -> beam.PCollection:
+    """One dict: `seen` (an element per input), failures by reason, and the (name, n) counts."""
+    return (
+        (
+            seen | "CountSeen" >> beam.Map(lambda _: ("seen", 1)),
+            failures | "CountFailures" >> beam.FlatMap(failure_counts),
+            *counts,
+        )
+        | "AllCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombinePerKey(sum)
+        | "CountsDict" >> beam.combiners.ToDict()
+    )
 
 
 class MatchVideos(beam.PTransform):
