@@ -133,12 +133,12 @@ def tagging_parts(model_path: str, pattern: str, tag_output: str) -> list[tuple[
         records.decode_frame_example(item).features[RGB_KEY]
         for item in records.read_tfrecords(sorted(glob.glob(pattern)))
     ]
-    model, load = timed(model_dir.load_model, model_path)
+    scorer, load = timed(lambda path: tagging.WindowScorer(model_dir.load_model(path)), model_path)
     max_frames = model_dir.read_train_config(model_path).max_frames
 
     def score(quantized: list[np.ndarray]) -> None:
         for frames in quantized:
-            tagging.score_video(model, dequantize(frames), max_frames, SEGMENT_SECONDS, SMOOTH)
+            tagging.score_video(scorer, dequantize(frames), max_frames, SEGMENT_SECONDS, SMOOTH)
 
     _, first = timed(score, videos[:1])
     _, rest = timed(score, videos[1:])
