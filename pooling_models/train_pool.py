@@ -9,6 +9,7 @@ import sys
 import tempfile
 import warnings
 
+import keras
 import tensorflow as tf
 
 from features.formats import AUDIO_KEY, DEFAULT_MAX_FRAMES, MEAN_RGB_KEY, RGB_KEY
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample_frames", type=int, default=0, help="0 = all frames")
     parser.add_argument("--mixed_precision", action="store_true")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="weights init, shuffling, sampling")
     return parser
 
 
@@ -172,6 +173,7 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     """Trains and writes the model directory; returns the eval metrics."""
     args = build_parser().parse_args(argv)
     check_ranges(args)
+    keras.utils.set_random_seed(args.seed)  # same flags, same data -> same model
     train_manifest, _ = find_manifests(args)
     data_urls = {"train_data": args.train_data, "eval_data": args.eval_data}
     args.train_data = staging.stage_glob(args.train_data)
