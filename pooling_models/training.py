@@ -11,6 +11,9 @@ import tensorflow as tf
 from pooling_models.builder import ModelConfig, build_model, model_inputs
 from pooling_models.evaluation import evaluate
 
+# Test hook shared with the extraction job's: makes a run fail at a chosen point.
+FAULT_ENV = "FRAMEVLAD_FAULT"
+
 
 @dataclass(frozen=True)
 class FitSettings:
@@ -88,7 +91,26 @@ def callbacks_for(
         ),
         keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.TensorBoard(os.path.join(output, "logs")),
+        *fault_injection(),
     ]
+
+
+class FailAfterEpochs(keras.callbacks.Callback):
+    """Test hook: interrupts training once the backup of epoch N is written."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self._epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 == self._epochs:
+            raise RuntimeError(f"{FAULT_ENV}: failing after {self._epochs} epochs, as asked")
+
+
+def fault_injection() -> list[keras.callbacks.Callback]:
+    """FRAMEVLAD_FAULT=after_epochs:N (tests of --resume); nothing otherwise."""
+    fault = os.environ.get(FAULT_ENV, "")
+    return [FailAfterEpochs(int(fault.split(":")[1]))] if fault.startswith("after_epochs:") else []
 
 
 def without_ids(dataset: tf.data.Dataset, model: keras.Model) -> tf.data.Dataset:
@@ -103,15 +125,21 @@ def fit(
     settings: FitSettings,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Builds, compiles and fits; returns the model with its best-GAP weights and history."""
-    if settings.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     os.makedirs(os.path.join(output, "checkpoints"), exist_ok=True)
-    with distribution_strategy().scope():
-        model = build_model(model_config)
-        model.compile(
-            optimizer=keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm),
-            loss=keras.losses.BinaryCrossentropy(),
-        )
+    previous_policy = keras.mixed_precision.global_policy()
+    if settings.mixed_precision:  # layers keep the policy they were built with
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with distribution_strategy().scope():
+            model = build_model(model_config)
+            model.compile(
+                optimizer=keras.optimizers.Adam(
+                    settings.learning_rate, clipnorm=settings.clip_norm
+                ),
+                loss=keras.losses.BinaryCrossentropy(),
+            )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     history = model.fit(
         without_ids(train_dataset, model),
         epochs=settings.epochs,

@@ -155,3 +155,24 @@ def test_corrupt_record_is_named(libraries, tmp_path, capsys):
     args += ["--feature_sizes", "32", "--eval_data", str(records / "*.tfrecord")]
     assert train_pool.main(args) == 2
     assert "broken.tfrecord" in capsys.readouterr().err
+
+
+def test_resume_continues_an_interrupted_run(libraries, tmp_path, monkeypatch):
+    train, _ = libraries
+    args = train_args(train, tmp_path, "--epochs", "4", "--eval_fraction", "0.3")
+    monkeypatch.setenv("FRAMEVLAD_FAULT", "after_epochs:2")
+    with pytest.raises(RuntimeError, match="after 2 epochs"):
+        train_pool.main(args)
+    monkeypatch.delenv("FRAMEVLAD_FAULT")
+    assert train_pool.main([*args, "--resume"]) == 0
+    history = json.loads((tmp_path / "train_config.json").read_text())["history"]
+    assert len(history["loss"]) == 2  # epochs 3 and 4 only: 1 and 2 came from the backup
+
+
+def test_mixed_precision_trains_and_leaves_the_global_policy(libraries, tmp_path):
+    train, _ = libraries
+    args = train_args(train, tmp_path, "--epochs", "1", "--eval_fraction", "0.3")
+    assert train_pool.main([*args, "--pooling", "mean", "--mixed_precision"]) == 0
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    assert model.output.dtype == "float32"
