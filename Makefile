@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 # metrics on a second, unseen library extracted with the same PCA and vocabulary -> tags and
 # an HTML report for that library's raw videos.
 demo: setup
+	rm -rf $(DEMO_DIR)  # a rerun starts over: extraction refuses to mix runs into one output
 	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/library --videos 40
 	$(VENV)/bin/extract_features --input $(DEMO_DIR)/library --output $(DEMO_DIR)/features \
 		--labels $(DEMO_DIR)/library/labels.csv --weights random --pca_dims 128
