@@ -5,7 +5,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from features import sample_library
+from features import records, sample_library
 from pipelines import extract_features
 from tests import broken_videos
 
@@ -45,8 +45,21 @@ def tiny_args(library: Path, output: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def sample_videos(root: Path, videos: int, seed: int = 0) -> Path:
+    """A sample library of `videos` real H.264 clips (with labels.csv) at `root`."""
+    args = ["--output", str(root), "--videos", str(videos), "--seed", str(seed)]
+    assert sample_library.main(args) == 0
+    return root
+
+
+def frame_records(output: Path) -> list[records.FrameRecord]:
+    """Every frame-level record an extraction wrote under `output/frame`."""
+    paths = sorted(str(path) for path in (output / "frame").glob("*.tfrecord"))
+    return [records.decode_frame_example(raw) for raw in records.read_tfrecords(paths)]
+
+
 def make_library(root: Path, videos: int = SAMPLE_VIDEOS) -> Path:
-    assert sample_library.main(["--output", str(root), "--videos", str(videos)]) == 0
+    sample_videos(root, videos)
     (root / "broken").mkdir()
     for relative, (write, _) in BROKEN_INPUTS.items():
         write(str(root / relative))

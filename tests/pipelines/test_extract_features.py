@@ -10,12 +10,13 @@ from features import records
 from features.labels import Vocabulary
 from features.quantize import dequantize
 from pipelines import extract_features
-from tests.extraction import BROKEN_INPUTS, SAMPLE_VIDEOS, read_failures, tiny_args
-
-
-def frame_records(output) -> list[records.FrameRecord]:
-    paths = sorted(str(path) for path in (output / "frame").glob("*.tfrecord"))
-    return [records.decode_frame_example(raw) for raw in records.read_tfrecords(paths)]
+from tests.extraction import (
+    BROKEN_INPUTS,
+    SAMPLE_VIDEOS,
+    frame_records,
+    read_failures,
+    tiny_args,
+)
 
 
 def test_every_input_is_accounted_for(extracted):

@@ -5,15 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from features import records, sample_library
 from pipelines import extract_features
+from tests.extraction import frame_records, sample_videos
 
 pytestmark = pytest.mark.slow
 
 
 def test_inception_v3_defaults_end_to_end(tmp_path):
     library = tmp_path / "library"
-    assert sample_library.main(["--output", str(library), "--videos", "4"]) == 0
+    sample_videos(library, 4)
     output = tmp_path / "features"
     args = ["--input", str(library), "--output", str(output), "--weights", "random"]
     assert extract_features.main([*args, "--labels", str(library / "labels.csv")]) == 0
@@ -21,7 +21,6 @@ def test_inception_v3_defaults_end_to_end(tmp_path):
     assert manifest["backbone"] == "inception_v3" and manifest["pca"]["input_dims"] == 2048
     # ~30 sampled frames cannot span 1024 dimensions: the fit warns and stays finite.
     assert manifest["feature_sizes"]["rgb"] == 1024 and manifest["counts"]["ok"] == 4
-    paths = sorted(str(path) for path in (output / "frame").glob("*.tfrecord"))
-    for raw in records.read_tfrecords(paths):
-        frames = records.decode_frame_example(raw).features["rgb"]
+    for record in frame_records(output):
+        frames = record.features["rgb"]
         assert frames.shape[1] == 1024 and np.unique(frames).size > 16

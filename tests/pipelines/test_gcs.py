@@ -5,19 +5,19 @@ import tempfile
 
 import pytest
 
-from features import records, sample_library
+from features import records
 from pipelines import extract_features, tag_videos
 from pooling_models import eval_pool, train_pool
 from tests import gcs_emulator
 from tests.broken_videos import write_text
+from tests.extraction import sample_videos
 
 VIDEOS = 4
 
 
 @pytest.fixture(scope="module")
 def bucket_library(gcs_bucket, tmp_path_factory) -> str:
-    local = tmp_path_factory.mktemp("gcs_library")
-    assert sample_library.main(["--output", str(local), "--videos", str(VIDEOS)]) == 0
+    local = sample_videos(tmp_path_factory.mktemp("gcs_library"), VIDEOS)
     (local / "broken").mkdir()
     write_text(str(local / "broken/notes.mp4"))
     url = f"{gcs_bucket}/videos"

@@ -2,24 +2,19 @@
 
 import pytest
 
-from features import records, sample_library
 from features.labels import Vocabulary
-from tests.extraction import extract, read_failures
+from tests.extraction import extract, frame_records, read_failures, sample_videos
 
 VIDEOS = 8
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    root = tmp_path_factory.mktemp("small_library")
-    assert sample_library.main(["--output", str(root), "--videos", str(VIDEOS)]) == 0
-    return root
+    return sample_videos(tmp_path_factory.mktemp("small_library"), VIDEOS)
 
 
 def labels_by_id(output) -> dict[str, list[int]]:
-    paths = sorted(str(path) for path in (output / "frame").glob("*.tfrecord"))
-    found = [records.decode_frame_example(raw) for raw in records.read_tfrecords(paths)]
-    return {record.video_id: record.labels for record in found}
+    return {record.video_id: record.labels for record in frame_records(output)}
 
 
 def run(library, output, *flags) -> dict:

@@ -5,23 +5,19 @@ import shutil
 
 import pytest
 
-from features import records, sample_library
 from pipelines import extract_features
-from tests.extraction import extract, tiny_args
+from tests.extraction import extract, frame_records, sample_videos, tiny_args
 
 VIDEOS = 6
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs_library")
-    assert sample_library.main(["--output", str(root), "--videos", str(VIDEOS)]) == 0
-    return root
+    return sample_videos(tmp_path_factory.mktemp("runs_library"), VIDEOS)
 
 
 def ids_in_records(output) -> list[str]:
-    paths = sorted(str(path) for path in (output / "frame").glob("*.tfrecord"))
-    return [records.decode_frame_example(raw).video_id for raw in records.read_tfrecords(paths)]
+    return [record.video_id for record in frame_records(output)]
 
 
 def partial_copy(library, target, keep: int):

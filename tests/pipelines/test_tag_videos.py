@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import records
 from features.labels import Vocabulary
 from features.quantize import dequantize
 from pipelines import tag_videos
 from pooling_models import model_dir, tagging, train_pool
 from tests import browser
-from tests.extraction import BROKEN_INPUTS
+from tests.extraction import BROKEN_INPUTS, frame_records
 
 CLIP_FRAMES = 4  # shorter than every sample video, so tagging averages several clips
 
@@ -100,11 +99,9 @@ def test_min_score_and_top_k_filter(model, extracted, tmp_path):
 
 def test_segments_cover_each_video_without_gaps(raw_tags, extracted):
     segments = pd.read_parquet(raw_tags[0] / "segments.parquet")
-    frames = {}
-    for record_path in (extracted.output / "frame").glob("*.tfrecord"):
-        for raw in records.read_tfrecords([str(record_path)]):
-            record = records.decode_frame_example(raw)
-            frames[record.video_id] = len(record.features["rgb"])
+    frames = {
+        record.video_id: len(record.features["rgb"]) for record in frame_records(extracted.output)
+    }
     assert set(segments["id"]) == set(frames)
     for video_id, rows in segments.groupby("id"):
         windows = sorted(set(zip(rows.start_s, rows.end_s, strict=True)))
@@ -115,11 +112,7 @@ def test_segments_cover_each_video_without_gaps(raw_tags, extracted):
 
 def test_long_video_is_tagged_whole_by_clip_averaging(model, extracted, tmp_path):
     """A video of 3 × max_frames seconds: its score is the mean over its three clips."""
-    longest = max(
-        (records.decode_frame_example(raw) for raw in records.read_tfrecords(
-            sorted(str(p) for p in (extracted.output / "frame").glob("*.tfrecord")))),
-        key=lambda record: len(record.features["rgb"]),
-    )  # fmt: skip
+    longest = max(frame_records(extracted.output), key=lambda record: len(record.features["rgb"]))
     assert len(longest.features["rgb"]) > 2 * CLIP_FRAMES
     tag(model, extracted.output / "frame/*.tfrecord", tmp_path, "--top_k", "4")
     tags = pd.read_parquet(tmp_path / "tags.parquet")

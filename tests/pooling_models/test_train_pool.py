@@ -8,19 +8,16 @@ import numpy as np
 import pytest
 
 import pooling_models
-from features import sample_library
 from pooling_models import eval_pool, train_pool
 from pooling_models.metrics import gap
-from tests.extraction import extract
+from tests.extraction import extract, sample_videos
 
 TRAIN_VIDEOS = 48
 EVAL_VIDEOS = 16
 
 
 def extract_library(tmp_path_factory, name: str, videos: int, seed: int, *flags: str):
-    library = tmp_path_factory.mktemp(name)
-    args = ["--output", str(library), "--videos", str(videos), "--seed", str(seed)]
-    assert sample_library.main(args) == 0
+    library = sample_videos(tmp_path_factory.mktemp(name), videos, seed)
     labels = ["--labels", str(library / "labels.csv")]
     return extract(library, tmp_path_factory.mktemp(f"{name}_features"), *labels, *flags)
 
