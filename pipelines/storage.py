@@ -5,7 +5,7 @@ import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
-EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+from pooling_models.staging import EMULATOR_ENV, gcs_client
 
 
 def is_remote(path: str) -> bool:
@@ -65,14 +65,7 @@ def check_bucket(path: str, flag: str) -> None:
     """Fails fast, naming the flag, when a gs:// path's bucket does not exist."""
     if not path.startswith("gs://"):
         return
-    from google.cloud import storage  # the gcp extra; only needed for gs:// paths
-
-    client = (
-        storage.Client.create_anonymous_client()
-        if os.environ.get(EMULATOR_ENV)
-        else storage.Client()
-    )
-    if client.lookup_bucket(bucket_of(path)) is None:
+    if gcs_client().lookup_bucket(bucket_of(path)) is None:
         raise FileNotFoundError(f"{flag} {path}: no bucket gs://{bucket_of(path)}")
 
 

@@ -17,7 +17,8 @@ def is_gcs(path: str) -> bool:
     return path.startswith("gs://")
 
 
-def _client():
+def gcs_client():  # -> google.cloud.storage.Client; imported only when gs:// is used
+    """Anonymous when STORAGE_EMULATOR_HOST points at an emulator, else default credentials."""
     from google.cloud import storage
 
     if os.environ.get(EMULATOR_ENV):
@@ -38,7 +39,7 @@ def _literal_prefix(pattern: str) -> str:
 def matching_names(pattern: str) -> list[str]:
     """Object names in the pattern's bucket that match its glob (`*` crosses no `/`)."""
     bucket, name_pattern = _split(pattern)
-    blobs = _client().list_blobs(bucket, prefix=_literal_prefix(name_pattern))
+    blobs = gcs_client().list_blobs(bucket, prefix=_literal_prefix(name_pattern))
     names = [blob.name for blob in blobs]
     depth = name_pattern.count("/")
     return sorted(
@@ -49,12 +50,12 @@ def matching_names(pattern: str) -> list[str]:
 def download(url: str, local_path: str) -> None:
     bucket, name = _split(url)
     os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
-    _client().bucket(bucket).blob(name).download_to_filename(local_path)
+    gcs_client().bucket(bucket).blob(name).download_to_filename(local_path)
 
 
 def exists(url: str) -> bool:
     bucket, name = _split(url)
-    return _client().bucket(bucket).blob(name).exists()
+    return gcs_client().bucket(bucket).blob(name).exists()
 
 
 def stage_glob(pattern: str) -> str:
@@ -78,7 +79,7 @@ def stage_glob(pattern: str) -> str:
 def download_dir(url: str, local_dir: str) -> str:
     """Copies every object under a gs:// folder (not deeper ones) into local_dir."""
     bucket, prefix = _split(url.rstrip("/") + "/")
-    for blob in _client().list_blobs(bucket, prefix=prefix):
+    for blob in gcs_client().list_blobs(bucket, prefix=prefix):
         relative = blob.name[len(prefix) :]
         if relative and "/" not in relative:
             download(f"gs://{bucket}/{blob.name}", os.path.join(local_dir, relative))
@@ -101,7 +102,7 @@ def local_dir_for(path: str) -> str:
 def upload_dir(local_dir: str, url: str) -> None:
     """Copies a local folder tree to a gs:// folder."""
     bucket_name, prefix = _split(url.rstrip("/") + "/")
-    bucket = _client().bucket(bucket_name)
+    bucket = gcs_client().bucket(bucket_name)
     for root, _, files in os.walk(local_dir):
         for file_name in files:
             local_path = os.path.join(root, file_name)
