@@ -9,7 +9,6 @@ Writes `<output>/tags.parquet` + `tags.csv` (id, path, rank, label_index, label_
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -20,7 +19,7 @@ import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from features import backbones
-from features.formats import PCA_FILE, RECORD_SUFFIX, VOCABULARY_FILE
+from features.formats import MANIFEST_FILE, PCA_FILE, RECORD_SUFFIX, VOCABULARY_FILE
 from features.labels import Vocabulary
 from pipelines import report, storage
 from pipelines.config import ExtractConfig
@@ -104,15 +103,13 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch_size {args.batch_size}: must be >= 1")
 
 
-def load_manifest(model: str, train_config: model_dir.TrainConfig) -> dict:
-    """The features' manifest in the model dir, checked against the model's input."""
-    path = os.path.join(model, "manifest.json")
-    if not train_config.raw_video_tagging or not os.path.isfile(path):
+def check_manifest(model: str, train_config: model_dir.TrainConfig, manifest: dict) -> None:
+    """Raw videos need the model dir's features manifest, matching the model's input."""
+    if not train_config.raw_video_tagging or not manifest:
         raise UsageError(
             f"--model {model}: has no manifest.json ({train_config.note or 'not copied'}); "
             "it can tag frame-level TFRecords, not raw videos"
         )
-    manifest = model_dir.read_manifest_dict(path)
     pca_dims = int(manifest.get("pca", {}).get("output_dims", 0))
     model_dims = train_config.model.feature_sizes[0]
     if pca_dims != model_dims:
@@ -122,7 +119,6 @@ def load_manifest(model: str, train_config: model_dir.TrainConfig) -> dict:
         )
     if manifest["backbone"] not in backbones.BACKBONES:
         raise UsageError(f"--model {model}: unknown backbone {manifest['backbone']!r}")
-    return manifest
 
 
 def weights_flag(manifest: dict) -> str:
@@ -215,14 +211,16 @@ def run(argv: list[str] | None = None, save_main_session: bool = True):
     args.model = staging.local_dir_for(model_url)
     train_config = model_dir.read_train_config(args.model)
     if train_config.model.data_level != "frame":
-        raise UsageError(f"--model {args.model}: a video-level model cannot tag frame features")
+        raise UsageError(f"--model {model_url}: a video-level model cannot tag frame features")
     args.output = storage.absolute(args.output)
     storage.check_bucket(args.output, "--output")
     run_id = new_run_id()
+    manifest_path = os.path.join(args.model, MANIFEST_FILE)
+    manifest = model_dir.read_manifest_dict(manifest_path) if os.path.isfile(manifest_path) else {}
     settings = TagSettings(
         model_dir=model_url,
         output=args.output,
-        fps=1.0,
+        fps=float(manifest.get("fps", 1.0)),
         max_frames=train_config.max_frames,
         top_k=args.top_k,
         min_score=args.min_score,
@@ -233,19 +231,16 @@ def run(argv: list[str] | None = None, save_main_session: bool = True):
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     pipeline = beam.Pipeline(options=options)
-    manifest_path = os.path.join(args.model, "manifest.json")
     if is_record_input(args.input):
-        if os.path.isfile(manifest_path):
-            fps = float(model_dir.read_manifest_dict(manifest_path).get("fps", 1.0))
-            settings = dataclasses.replace(settings, fps=fps)
         seen = pipeline | "ReadRecords" >> beam.io.ReadFromTFRecord(args.input)
         videos = seen | "DecodeRecords" >> beam.Map(record_video)
         failure_parts = []
     else:
-        manifest = load_manifest(args.model, train_config)
+        check_manifest(model_url, train_config, manifest)
         config = extract_config(args, manifest, run_id)
-        backbones.resolve_weights(config.backbone, config.weights, config.seed)
-        settings = dataclasses.replace(settings, fps=config.fps)
+        backbones.resolve_weights(
+            config.backbone, storage.stage_locally(config.weights), config.seed
+        )
         pca_path = storage.join(model_url, PCA_FILE)  # read by the workers
         videos, failure_parts, seen = videos_from_files(pipeline, config, pca_path)
     tagged = videos | "Tag" >> beam.ParDo(
