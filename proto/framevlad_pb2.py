@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x66ramevlad.proto\x12\tframevlad\"]\n\x0b\x46\x61iledInput\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\"\x8f\x02\n\x06\x43ounts\x12\x0c\n\x04seen\x18\x01 \x01(\r\x12\n\n\x02ok\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\x12\x0e\n\x06\x66rames\x18\x04 \x01(\r\x12\x11\n\ttruncated\x18\x05 \x01(\r\x12\x11\n\tunlabeled\x18\x06 \x01(\r\x12\x1c\n\x14labels_without_video\x18\x07 \x01(\r\x12?\n\x10\x66\x61iled_by_reason\x18\x08 \x03(\x0b\x32%.framevlad.Counts.FailedByReasonEntry\x12\x0f\n\x07skipped\x18\t \x01(\r\x1a\x35\n\x13\x46\x61iledByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"I\n\rWeightsSource\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x05\"\x88\x01\n\x07PcaInfo\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\ninput_dims\x18\x03 \x01(\r\x12\x13\n\x0boutput_dims\x18\x04 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x05 \x01(\x01\x12\x15\n\rsample_frames\x18\x06 \x01(\r\x12\x0e\n\x06sha256\x18\x07 \x01(\t\"\xa1\x05\n\x08Manifest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\t\x12\x0f\n\x07id_root\x18\x05 \x01(\t\x12!\n\x06\x63ounts\x18\x06 \x01(\x0b\x32\x11.framevlad.Counts\x12\x10\n\x08\x62\x61\x63kbone\x18\x07 \x01(\t\x12)\n\x07weights\x18\x08 \x01(\x0b\x32\x18.framevlad.WeightsSource\x12\x0b\n\x03\x66ps\x18\t \x01(\x01\x12\x12\n\nmax_frames\x18\n \x01(\r\x12\x14\n\x0c\x66rame_height\x18\x0b \x01(\r\x12\x13\n\x0b\x66rame_width\x18\x0c \x01(\r\x12\x1f\n\x03pca\x18\r \x01(\x0b\x32\x12.framevlad.PcaInfo\x12<\n\rfeature_sizes\x18\x0e \x03(\x0b\x32%.framevlad.Manifest.FeatureSizesEntry\x12\x17\n\x0fvocabulary_file\x18\x0f \x01(\t\x12\x13\n\x0bnum_classes\x18\x10 \x01(\r\x12\x15\n\rframe_records\x18\x11 \x03(\t\x12\x15\n\rvideo_records\x18\x12 \x03(\t\x12\x16\n\x0e\x66\x61iled_records\x18\x13 \x03(\t\x12\x33\n\x08versions\x18\x14 \x03(\x0b\x32!.framevlad.Manifest.VersionsEntry\x12\x0c\n\x04runs\x18\x15 \x03(\t\x12\x14\n\x0cok_ids_files\x18\x16 \x03(\t\x1a\x33\n\x11\x46\x65\x61tureSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x66ramevlad.proto\x12\tframevlad\"]\n\x0b\x46\x61iledInput\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\"\xac\x03\n\x06\x43ounts\x12\x0c\n\x04seen\x18\x01 \x01(\r\x12\n\n\x02ok\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\x12\x0e\n\x06\x66rames\x18\x04 \x01(\r\x12\x11\n\ttruncated\x18\x05 \x01(\r\x12\x11\n\tunlabeled\x18\x06 \x01(\r\x12\x1c\n\x14labels_without_video\x18\x07 \x01(\r\x12?\n\x10\x66\x61iled_by_reason\x18\x08 \x03(\x0b\x32%.framevlad.Counts.FailedByReasonEntry\x12\x0f\n\x07skipped\x18\t \x01(\r\x12\x42\n\x11skipped_extension\x18\n \x03(\x0b\x32\'.framevlad.Counts.SkippedExtensionEntry\x12\x1e\n\x16\x63onflicting_label_rows\x18\x0b \x01(\r\x1a\x35\n\x13\x46\x61iledByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a\x37\n\x15SkippedExtensionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"I\n\rWeightsSource\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x05\"\x88\x01\n\x07PcaInfo\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\ninput_dims\x18\x03 \x01(\r\x12\x13\n\x0boutput_dims\x18\x04 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x05 \x01(\x01\x12\x15\n\rsample_frames\x18\x06 \x01(\r\x12\x0e\n\x06sha256\x18\x07 \x01(\t\"\xb1\x01\n\nStreamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12)\n\x07weights\x18\x03 \x01(\x0b\x32\x18.framevlad.WeightsSource\x12\x14\n\x0c\x66rame_height\x18\x04 \x01(\r\x12\x13\n\x0b\x66rame_width\x18\x05 \x01(\r\x12\x1f\n\x03pca\x18\x06 \x01(\x0b\x32\x12.framevlad.PcaInfo\x12\x0c\n\x04\x64ims\x18\x07 \x01(\r\"<\n\x0eVocabularyInfo\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\r\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\xf8\x05\n\x08Manifest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\t\x12\x0f\n\x07id_root\x18\x05 \x01(\t\x12!\n\x06\x63ounts\x18\x06 \x01(\x0b\x32\x11.framevlad.Counts\x12\x10\n\x08\x62\x61\x63kbone\x18\x07 \x01(\t\x12)\n\x07weights\x18\x08 \x01(\x0b\x32\x18.framevlad.WeightsSource\x12\x0b\n\x03\x66ps\x18\t \x01(\x01\x12\x12\n\nmax_frames\x18\n \x01(\r\x12\x14\n\x0c\x66rame_height\x18\x0b \x01(\r\x12\x13\n\x0b\x66rame_width\x18\x0c \x01(\r\x12\x1f\n\x03pca\x18\r \x01(\x0b\x32\x12.framevlad.PcaInfo\x12<\n\rfeature_sizes\x18\x0e \x03(\x0b\x32%.framevlad.Manifest.FeatureSizesEntry\x12\x17\n\x0fvocabulary_file\x18\x0f \x01(\t\x12\x13\n\x0bnum_classes\x18\x10 \x01(\r\x12\x15\n\rframe_records\x18\x11 \x03(\t\x12\x15\n\rvideo_records\x18\x12 \x03(\t\x12\x16\n\x0e\x66\x61iled_records\x18\x13 \x03(\t\x12\x33\n\x08versions\x18\x14 \x03(\x0b\x32!.framevlad.Manifest.VersionsEntry\x12\x0c\n\x04runs\x18\x15 \x03(\t\x12\x14\n\x0cok_ids_files\x18\x16 \x03(\t\x12&\n\x07streams\x18\x17 \x03(\x0b\x32\x15.framevlad.StreamInfo\x12-\n\nvocabulary\x18\x18 \x01(\x0b\x32\x19.framevlad.VocabularyInfo\x1a\x33\n\x11\x46\x65\x61tureSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COUNTS_FAILEDBYREASONENTRY']._loaded_options = None
   _globals['_COUNTS_FAILEDBYREASONENTRY']._serialized_options = b'8\001'
+  _globals['_COUNTS_SKIPPEDEXTENSIONENTRY']._loaded_options = None
+  _globals['_COUNTS_SKIPPEDEXTENSIONENTRY']._serialized_options = b'8\001'
   _globals['_MANIFEST_FEATURESIZESENTRY']._loaded_options = None
   _globals['_MANIFEST_FEATURESIZESENTRY']._serialized_options = b'8\001'
   _globals['_MANIFEST_VERSIONSENTRY']._loaded_options = None
@@ -40,17 +42,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAILEDINPUT']._serialized_start=30
   _globals['_FAILEDINPUT']._serialized_end=123
   _globals['_COUNTS']._serialized_start=126
-  _globals['_COUNTS']._serialized_end=397
-  _globals['_COUNTS_FAILEDBYREASONENTRY']._serialized_start=344
-  _globals['_COUNTS_FAILEDBYREASONENTRY']._serialized_end=397
-  _globals['_WEIGHTSSOURCE']._serialized_start=399
-  _globals['_WEIGHTSSOURCE']._serialized_end=472
-  _globals['_PCAINFO']._serialized_start=475
-  _globals['_PCAINFO']._serialized_end=611
-  _globals['_MANIFEST']._serialized_start=614
-  _globals['_MANIFEST']._serialized_end=1287
-  _globals['_MANIFEST_FEATURESIZESENTRY']._serialized_start=1187
-  _globals['_MANIFEST_FEATURESIZESENTRY']._serialized_end=1238
-  _globals['_MANIFEST_VERSIONSENTRY']._serialized_start=1240
-  _globals['_MANIFEST_VERSIONSENTRY']._serialized_end=1287
+  _globals['_COUNTS']._serialized_end=554
+  _globals['_COUNTS_FAILEDBYREASONENTRY']._serialized_start=444
+  _globals['_COUNTS_FAILEDBYREASONENTRY']._serialized_end=497
+  _globals['_COUNTS_SKIPPEDEXTENSIONENTRY']._serialized_start=499
+  _globals['_COUNTS_SKIPPEDEXTENSIONENTRY']._serialized_end=554
+  _globals['_WEIGHTSSOURCE']._serialized_start=556
+  _globals['_WEIGHTSSOURCE']._serialized_end=629
+  _globals['_PCAINFO']._serialized_start=632
+  _globals['_PCAINFO']._serialized_end=768
+  _globals['_STREAMINFO']._serialized_start=771
+  _globals['_STREAMINFO']._serialized_end=948
+  _globals['_VOCABULARYINFO']._serialized_start=950
+  _globals['_VOCABULARYINFO']._serialized_end=1010
+  _globals['_MANIFEST']._serialized_start=1013
+  _globals['_MANIFEST']._serialized_end=1773
+  _globals['_MANIFEST_FEATURESIZESENTRY']._serialized_start=1673
+  _globals['_MANIFEST_FEATURESIZESENTRY']._serialized_end=1724
+  _globals['_MANIFEST_VERSIONSENTRY']._serialized_start=1726
+  _globals['_MANIFEST_VERSIONSENTRY']._serialized_end=1773
 # @@protoc_insertion_point(module_scope)
