@@ -249,4 +249,5 @@ def io_error_line(error: OSError, left_behind: str) -> str:
     """`No space left on device (/out/x): free space ...; nothing was committed; ...`."""
     where = error.filename or "output"
     fix = "free space or fix permissions, then rerun"
-    return f"{error.strerror or error} ({where}): {fix}" + (f"; {left_behind}" if left_behind else "")
+    line = f"{error.strerror or error} ({where}): {fix}"
+    return f"{line}; {left_behind}" if left_behind else line

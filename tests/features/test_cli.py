@@ -43,8 +43,8 @@ def test_help_shows_defaults_and_old_spellings(capsys):
         (["--input", "x", "--min_score", "5"], "5 is not a finite number in [0, 1] (--min_score)"),
         (["--input", "x", "--max_frames", "-1"], "-1 is not an integer >= 0 (--max_frames)"),
         ([], "tool: error: missing required flag(s) (--input)"),
-        (["--input", "x", "--max-frames", "3"], "unrecognised flag (--max-frames): did you mean --max_frames?"),
-        (["--input", "x", "--max_frame", "3"], "unrecognised flag (--max_frame): did you mean --max_frames?"),
+        (["--input", "x", "--max-frames", "3"], "(--max-frames): did you mean --max_frames?"),
+        (["--input", "x", "--max_frame", "3"], "(--max_frame): did you mean --max_frames?"),
         (["--input", "x", "--zzz"], "unrecognised flag (--zzz): see `tool --help`"),
     ],
 )  # fmt: skip
