@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from features import cli
 from features.synthetic_video import Shape, render_shapes_frame, write_video
 
 CLASSES = ("red_then_blue", "blue_then_red", "stripes", "checker")
@@ -161,34 +162,29 @@ _RENDERERS: dict[str, Renderer] = {
 }
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text}: must be positive")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
-    return parse
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `make_sample_library`; bad arguments exit with status 2."""
-    parser = argparse.ArgumentParser(prog="make_sample_library", description=__doc__.split("\n")[0])
+def build_parser() -> cli.Parser:
+    parser = cli.Parser("make_sample_library", __doc__.split("\n")[0])
     parser.add_argument("--output", required=True, help="folder to write the library into")
-    parser.add_argument("--videos", required=True, type=_positive(int), help="number of clips")
-    parser.add_argument("--seed", type=int, default=0, help="library seed (default 0)")
-    parser.add_argument(
-        "--seconds", type=_positive(float), default=8.0, help="mean clip length (default 8)"
-    )
-    args = parser.parse_args(argv)
+    parser.add_argument("--videos", required=True, type=cli.int_at_least(1), help="clips")
+    parser.add_argument("--seed", type=int, default=0, help="library seed")
+    parser.add_argument("--seconds", type=cli.positive_float, default=8.0, help="mean clip length")
+    return parser
+
+
+def _write(args: argparse.Namespace) -> int:
     if os.path.isfile(args.output):
-        parser.error(f"--output {args.output}: is a file, expected a folder")
+        raise cli.UsageError("is a file", f"--output {args.output}", "name a folder")
     rows = make_sample_library(args.output, args.videos, seed=args.seed, seconds=args.seconds)
     per_class = Counter(label for _, label in rows)
     counts = ", ".join(f"{label} {per_class[label]}" for label in CLASSES if per_class[label])
     print(f"wrote {len(rows)} videos ({counts}) to {args.output}; labels in {LABELS_FILE}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `make_sample_library`; errors are one line and exit with status 2."""
+    args, _ = build_parser().parse(argv)
+    return cli.run_main("make_sample_library", lambda: _write(args), args.verbose)
 
 
 if __name__ == "__main__":
