@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from features.synthetic_video import render_index_frame, write_video
 from tests import gcs_emulator
-from tests.extraction import Extracted, extract, make_library
+
+if TYPE_CHECKING:
+    from tests.extraction import Extracted
 
 INDEXED_VIDEO_FPS = 30
 INDEXED_VIDEO_FRAMES = 300  # 10 s; span 299 / 30 s from the first frame to the last
@@ -27,6 +30,8 @@ def indexed_video(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def extracted(tmp_path_factory: pytest.TempPathFactory) -> Extracted:
     """The sample library plus every kind of broken input, extracted once with `tiny`."""
+    from tests.extraction import extract, make_library  # Beam and TensorFlow: only when used
+
     library = make_library(tmp_path_factory.mktemp("library"))
     output = tmp_path_factory.mktemp("features")
     return extract(library, output, "--labels", str(library / "labels.csv"))

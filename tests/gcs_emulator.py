@@ -1,13 +1,17 @@
-"""A real GCS emulator (gcp-storage-emulator) on a free local port, for gs:// tests."""
+"""A real GCS emulator (gcp-storage-emulator) on a free local port, for gs:// tests.
+
+Run as a script, this module starts the emulator with one addition real GCS has and the
+emulator lacks: an upload with `ifGenerationMatch=0` fails with 412 when the object exists
+(features.storage.create_exclusive, i.e. leases, rely on it).
+"""
 
 import contextlib
-import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 from google.cloud import storage
@@ -34,8 +38,8 @@ def wait_for_port(port: int, timeout_s: float = 20) -> None:
 def running_emulator(log_path: Path) -> Iterator[str]:
     """Starts the emulator; yields its STORAGE_EMULATOR_HOST value."""
     port = free_port()
-    executable = shutil.which("gcp-storage-emulator", path=os.path.dirname(sys.executable))
-    command = [executable, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
+    command = [sys.executable, __file__, "start", "--host", "127.0.0.1", "--port", str(port)]
+    command.append("--in-memory")
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -72,3 +76,40 @@ def list_names(url: str) -> list[str]:
 def read(url: str) -> bytes:
     bucket_name, name = url.removeprefix("gs://").split("/", 1)
     return client().bucket(bucket_name).blob(name).download_as_bytes()
+
+
+def _honour_if_generation_match() -> None:
+    """Wraps the emulator's upload handler: `ifGenerationMatch=0` means "only if absent"."""
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    upload = objects.insert
+
+    def insert_if_absent(request, response, storage_state, *args, **kwargs):
+        if request.query.get("ifGenerationMatch") == ["0"]:
+            name = request.query.get("name", [None])[0]
+            if name is None and isinstance(request.data, dict):
+                name = request.data.get("meta", request.data).get("name")
+            try:
+                storage_state.get_file_obj(request.params["bucket_name"], name)
+            except NotFound:
+                pass
+            else:
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": "Precondition Failed"}})
+                return None
+        return upload(request, response, storage_state, *args, **kwargs)
+
+    objects.insert = insert_if_absent
+    for _, handlers in server.HANDLERS:
+        for method, handler in handlers.items():
+            if handler is upload:
+                handlers[method] = insert_if_absent
+
+
+if __name__ == "__main__":
+    from gcp_storage_emulator.__main__ import main
+
+    _honour_if_generation_match()
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,459 @@
+"""The one storage layer: local paths and gs:// URLs read, written, matched and staged alike.
+
+Local files go through `os`; gs:// objects through google-cloud-storage, whose client
+`gcs_client()` points at a GCS emulator when STORAGE_EMULATOR_HOST is set (tests), through
+public client options only. Every write is whole or absent: locally a temp file in the same
+folder is fsynced and renamed over the target; on GCS an upload is visible only once complete.
+Errors are OSError subclasses (FileNotFoundError, PermissionError, ...) that name the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import re
+import shutil
+import stat
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+from features.cli import UsageError
+
+if TYPE_CHECKING:
+    from google.cloud import storage as gcs
+
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+GCS_SCHEME = "gs://"
+# Names of half-written files: never matched, listed or staged.
+TEMP_PREFIX = ".framevlad-tmp-"
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def absolute(path: str) -> str:
+    """Local paths made absolute (ids and manifests record them); URLs as they are."""
+    return path if is_remote(path) else os.path.abspath(path)
+
+
+def join(base: str, *parts: str) -> str:
+    if not is_remote(base):
+        return os.path.join(base, *parts)
+    return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
+
+
+def gcs_client() -> gcs.Client:
+    """A client per process: anonymous against $STORAGE_EMULATOR_HOST, else default credentials."""
+    return _client(os.environ.get(EMULATOR_ENV, ""), os.getpid())
+
+
+@functools.cache
+def _client(emulator_host: str, pid: int) -> gcs.Client:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    if not emulator_host:
+        return gcs.Client()
+    return gcs.Client(
+        project=os.environ.get("GOOGLE_CLOUD_PROJECT", "framevlad-emulator"),
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator_host},
+    )
+
+
+def _split(url: str) -> tuple[str, str]:
+    if not url.startswith(GCS_SCHEME):
+        raise ValueError(f"{url}: only local paths and gs:// URLs are supported")
+    bucket, _, name = url[len(GCS_SCHEME) :].partition("/")
+    return bucket, name
+
+
+def _blob(url: str):  # -> google.cloud.storage.Blob
+    bucket, name = _split(url)
+    return gcs_client().bucket(bucket).blob(name)
+
+
+@contextlib.contextmanager
+def _gcs_errors(url: str) -> Iterator[None]:
+    """google.api_core errors -> the OSError a local path would raise, naming the URL."""
+    from google.api_core import exceptions
+
+    try:
+        yield
+    except exceptions.NotFound as error:
+        raise FileNotFoundError(errno.ENOENT, f"No such object ({error.message})", url) from None
+    except exceptions.Forbidden as error:
+        raise PermissionError(errno.EACCES, f"Permission denied ({error.message})", url) from None
+    except exceptions.GoogleAPICallError as error:
+        raise OSError(errno.EIO, f"GCS error: {error.message}", url) from None
+    except exceptions.RetryError as error:
+        raise OSError(errno.ETIMEDOUT, f"GCS unreachable: {error.message}", url) from None
+
+
+def _gcs_is_dir(url: str) -> bool:
+    bucket, name = _split(url)
+    with _gcs_errors(url):
+        if not name.strip("/"):
+            return gcs_client().lookup_bucket(bucket) is not None
+        prefix = name.rstrip("/") + "/"
+        return any(True for _ in gcs_client().list_blobs(bucket, prefix=prefix, max_results=1))
+
+
+def exists(path: str) -> bool:
+    """A file or folder (gs://: an object, or any object under `path/`)."""
+    if not is_remote(path):
+        return os.path.exists(path)
+    with _gcs_errors(path):
+        if _split(path)[1] and _blob(path).exists():
+            return True
+    return _gcs_is_dir(path)
+
+
+def is_dir(path: str) -> bool:
+    return _gcs_is_dir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def read_bytes(path: str) -> bytes:
+    if not is_remote(path):
+        with open(path, "rb") as source:
+            return source.read()
+    with _gcs_errors(path):
+        return _blob(path).download_as_bytes()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode()
+
+
+def open_read(path: str) -> BinaryIO:
+    """A seekable binary reader, e.g. to stream a video into the decoder without a copy."""
+    if not is_remote(path):
+        return open(path, "rb")  # noqa: SIM115 -- the caller closes it
+    blob = _blob(path)
+    with _gcs_errors(path):
+        blob.reload()  # a missing object fails here, not at the first read
+        return blob.open("rb")
+
+
+def _temp_name(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
+
+
+def _write_temp(path: str, data: bytes) -> str:
+    """Writes `data` whole and fsynced to a temp file beside `path`; returns its name."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temp = _temp_name(path)
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            sink.write(data)
+            sink.flush()
+            os.fsync(sink.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
+    return temp
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes a whole file atomically: readers see the old content or the new, never a part."""
+    if is_remote(path):
+        with _gcs_errors(path):
+            _blob(path).upload_from_string(data)
+        return
+    temp = _write_temp(path, data)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def create_exclusive(path: str, data: bytes) -> bool:
+    """Creates `path` holding `data` unless it exists; False when it does (e.g. a held lease).
+
+    Locally the file is written whole under a temp name and hard-linked into place, which
+    fails when the target exists; on GCS the upload carries if_generation_match=0."""
+    if is_remote(path):
+        from google.api_core import exceptions
+
+        with _gcs_errors(path):
+            try:
+                _blob(path).upload_from_string(data, if_generation_match=0)
+            except exceptions.PreconditionFailed:
+                return False
+        return True
+    temp = _write_temp(path, data)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(temp)
+    return True
+
+
+def delete(path: str) -> None:
+    """Removes one file or object; FileNotFoundError when there is none."""
+    if not is_remote(path):
+        os.remove(path)
+        return
+    with _gcs_errors(path):
+        _blob(path).delete()
+
+
+def rename(src: str, dst: str) -> None:
+    """Moves a file (atomic locally; copy then delete on GCS)."""
+    if not is_remote(src) and not is_remote(dst):
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        os.replace(src, dst)
+        return
+    write_bytes(dst, read_bytes(src))
+    delete(src)
+
+
+def walk_files(folder: str) -> Iterator[tuple[str, str]]:
+    """(path, error) for every file under `folder`, sorted; error is "" for a readable file.
+
+    Locally symlinks to files and folders are followed (a link back to a folder being walked
+    is not, so loops end); a dangling or unreadable link, an unreadable folder or a special
+    file comes with its OS error text, so that the caller can account for it. gs:// lists
+    the objects under the prefix."""
+    if is_remote(folder):
+        bucket, name = _split(folder)
+        prefix = name.rstrip("/") + "/" if name.strip("/") else ""
+        with _gcs_errors(folder):
+            blobs = gcs_client().list_blobs(bucket, prefix=prefix)
+            names = sorted(blob.name for blob in blobs if not blob.name.endswith("/"))
+        for object_name in names:
+            yield f"{GCS_SCHEME}{bucket}/{object_name}", ""
+        return
+    yield from _walk_local(folder, (), None)
+
+
+def _walk_local(
+    folder: str, ancestors: tuple[str, ...], depth: int | None
+) -> Iterator[tuple[str, str]]:
+    real = os.path.realpath(folder)
+    if real in ancestors:
+        return  # a link back up the tree: its files are being walked already
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as error:
+        yield folder, error.strerror or str(error)
+        return
+    for name in names:
+        if name.startswith(TEMP_PREFIX):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            if depth is None or depth > 0:
+                next_depth = None if depth is None else depth - 1
+                yield from _walk_local(path, (*ancestors, real), next_depth)
+        elif depth is None or depth == 0:
+            yield path, _file_error(path)
+
+
+def _file_error(path: str) -> str:
+    """ "" when `path` is a regular file we may read, else the reason (OS error text)."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            return "not a regular file"
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as error:
+        return error.strerror or str(error)
+    return ""
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """`*` and `?` stay within one folder; `**` crosses folders (`**/` also matches none)."""
+    out, index = [], 0
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+        elif pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+        elif pattern[index] == "*":
+            out.append("[^/]*")
+            index += 1
+        elif pattern[index] == "?":
+            out.append("[^/]")
+            index += 1
+        elif pattern[index] == "[" and "]" in pattern[index + 2 :]:
+            end = pattern.index("]", index + 2)
+            body = pattern[index + 1 : end]
+            negate = body.startswith("!")
+            body = re.escape(body[1:] if negate else body).replace(r"\-", "-")
+            out.append(f"[^/{body}]" if negate else f"[{body}]")
+            index = end + 1
+        else:
+            out.append(re.escape(pattern[index]))
+            index += 1
+    return re.compile("".join(out))
+
+
+def match(pattern: str) -> list[str]:
+    """Files (objects) matching a glob, sorted; [] when none do.
+
+    `*` and `?` do not cross `/`, `**` does. A pattern that names an existing file is that
+    file, glob characters and all (`clips[1].mp4`). Local symlinks are followed as in
+    walk_files, and a dangling link that matches is listed (reading it names the error)."""
+    if is_remote(pattern):
+        return _match_remote(pattern)
+    if os.path.lexists(pattern) and not os.path.isdir(pattern):
+        return [pattern]
+    found = _WILDCARD.search(pattern)
+    if found is None:
+        return []
+    base = os.path.dirname(pattern[: found.start()])
+    rest = pattern[len(base) :].lstrip("/")
+    depth = None if "**" in rest else rest.count("/")
+    regex = _pattern_regex(pattern)
+    walked = (path for path, _ in _walk_local(base or os.curdir, (), depth))
+    paths = walked if base else (os.path.relpath(path) for path in walked)
+    return sorted(path for path in paths if regex.fullmatch(path))
+
+
+def _match_remote(pattern: str) -> list[str]:
+    bucket, name = _split(pattern)
+    found = _WILDCARD.search(name)
+    with _gcs_errors(pattern):
+        if found is None:
+            return [pattern] if name and _blob(pattern).exists() else []
+        blobs = gcs_client().list_blobs(bucket, prefix=name[: found.start()])
+        names = [blob.name for blob in blobs]
+    regex = _pattern_regex(name)
+    return sorted(f"{GCS_SCHEME}{bucket}/{n}" for n in names if regex.fullmatch(n))
+
+
+def _download(url: str, local_path: str) -> None:
+    os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
+    with _gcs_errors(url):
+        _blob(url).download_to_filename(local_path)
+
+
+_staged: dict[str, str] = {}
+
+
+def stage_file(path: str) -> str:
+    """A local copy of a remote file (a local path as is), e.g. a weights file; copied once
+    per process, keeping its name (its extension tells Keras the format)."""
+    if not is_remote(path):
+        return path
+    if path not in _staged:
+        local = os.path.join(tempfile.mkdtemp(prefix="framevlad-staged-"), path.rsplit("/", 1)[1])
+        _download(path, local)
+        _staged[path] = local
+    return _staged[path]
+
+
+def stage_dir(url: str, recursive: bool = False) -> str:
+    """A local copy of a folder's files (a local folder as is), once per process, into a fresh
+    folder so that a folder replaced in the bucket is never read stale from an older process.
+    Subfolders (e.g. a model's training backup) are copied only when `recursive`."""
+    if not is_remote(url):
+        return url
+    key = f"{url}\n{recursive}"
+    if key not in _staged:
+        local_dir = tempfile.mkdtemp(prefix="framevlad-dir-")
+        prefix = url.rstrip("/") + "/"
+        for object_url, _ in walk_files(url):
+            relative = object_url[len(prefix) :]
+            if recursive or "/" not in relative:
+                _download(object_url, os.path.join(local_dir, *relative.split("/")))
+        _staged[key] = local_dir
+    return _staged[key]
+
+
+def stage_glob(pattern: str) -> str:
+    """A local glob over copies of the matched objects (the pattern itself when local).
+    Records are read every epoch, so one download beats streaming them again each time."""
+    if not is_remote(pattern):
+        return pattern
+    urls = match(pattern)
+    if not urls:
+        raise FileNotFoundError(errno.ENOENT, "no objects matched", pattern)
+    local_dir = tempfile.mkdtemp(prefix="framevlad-records-")
+    for index, url in enumerate(urls):
+        # Prefixed with the index: shards of different folders may share a name.
+        _download(url, os.path.join(local_dir, f"{index:05d}-{url.rsplit('/', 1)[1]}"))
+    return os.path.join(local_dir, "*")
+
+
+def upload_dir(local_dir: str, url: str) -> None:
+    """Copies a local folder tree to `url` (gs:// or local), each file atomically."""
+    for local_path, _ in _walk_local(local_dir, (), None):
+        relative = os.path.relpath(local_path, local_dir).split(os.sep)
+        target = join(url, *relative)
+        if is_remote(target):
+            with _gcs_errors(target):
+                _blob(target).upload_from_filename(local_path)
+        else:
+            with local_output(target) as temp:
+                shutil.copyfile(local_path, temp)
+
+
+@contextlib.contextmanager
+def local_output(path: str) -> Iterator[str]:
+    """Yields a local path to write `path`'s content to (keeping its name: Keras checks the
+    extension); moves it to `path` atomically only when the block succeeds."""
+    if is_remote(path):
+        temp_dir = tempfile.mkdtemp(prefix="framevlad-output-")
+    else:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder)
+    temp = os.path.join(temp_dir, os.path.basename(path.rstrip("/")))
+    try:
+        yield temp
+        if not is_remote(path):
+            _fsync(temp)
+        if is_remote(path):
+            with _gcs_errors(path):
+                _blob(path).upload_from_filename(temp)
+        else:
+            os.replace(temp, path)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _fsync(path: str) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def bucket_of(path: str) -> str:
+    return _split(path)[0]
+
+
+def check_bucket(path: str, flag: str) -> None:
+    """Fails fast, naming the flag, when a gs:// path's bucket does not exist."""
+    if not path.startswith(GCS_SCHEME):
+        return
+    with _gcs_errors(path):
+        missing = gcs_client().lookup_bucket(bucket_of(path)) is None
+    if missing:
+        raise UsageError(
+            f"no bucket gs://{bucket_of(path)}",
+            f"{flag} {path}",
+            "create the bucket or fix the URL",
+        )
