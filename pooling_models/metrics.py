@@ -1,28 +1,55 @@
 """YouTube-8M evaluation metrics: GAP, hit@k, PERR and mAP, batch and streaming.
 
-Definitions follow YouTube-8M's eval_util (calculate_gap, calculate_hit_at_one,
-calculate_precision_at_equal_recall_rate, EvaluationMetrics), with two deliberate choices:
+The values equal YouTube-8M's own eval_util (calculate_gap, calculate_hit_at_one,
+calculate_precision_at_equal_recall_rate, EvaluationMetrics with MeanAveragePrecisionCalculator's
+default filter_empty_classes=True) on the same predictions, ties and unlabelled videos
+included. The reference's choices, restated:
 
-- Ties. YouTube-8M shuffles the pairs (fixed seed) before sorting, so tied scores rank in
-  an order set by their input positions, and AP changes with batch order or class order.
-  Here AP steps over groups of tied scores at once (as scikit-learn's average_precision):
-  the precision of a tied group is taken after the whole group, so AP does not depend on
-  the order in which tied pairs arrive. This is what lets the streaming accumulator equal
-  the batch functions exactly. Without ties the two definitions agree.
-- Top-k selection. Among equal scores the lower class index ranks first (as numpy's
-  argmax, which YouTube-8M's hit@1 uses).
+- Top k per video. A video contributes `numpy.argpartition(scores, -k)[-k:]`; when scores tie
+  at the k-th place, that numpy primitive decides which enter, so it is called here too.
+- Ties in a ranked list. The reference pushes its (score, label) pairs onto a binary heap
+  (heapq), reads the heap's array, shuffles it with Python's `random` seeded with 0 and sorts
+  it stably by descending score. Tied scores thus rank in a fixed pseudo-random order that
+  depends on the order the pairs were pushed. That order is rebuilt here whenever a list
+  holds ties; without ties the ranking is simply the sort and no heap is built.
+- GAP's pairs are pushed batch by batch, and within a batch class by class (videos in order
+  within a class). With tied scores GAP therefore depends on how the videos were batched,
+  in the reference as here: `gap()` equals `calculate_gap` (one batch), `EvaluationMetrics`
+  equals the reference's EvaluationMetrics fed the same batches. A class's own list is
+  pushed in video order whatever the batching, so mAP does not depend on it.
+- hit@1 is the first highest-scored class (numpy's argmax); a video without labels is a miss.
+- PERR of a video with n labels is the share of labels among its top n
+  (`argpartition(scores, -n)`), counting only labels scored above 0. A video without labels
+  scores 0 and still counts: PERR and hit@1 are means over ALL videos.
+- mAP is the mean per-class AP over the classes with at least one positive; a class's AP
+  ranks the videos that have it in their top k, over all videos labelled with it.
 
-Predictions are [N, C] float scores; labels are [N, C] with positives > 0.
+hit@5 has no reference; it uses the same ranking as hit@1 (ties: lower class index first).
+Predictions are [N, C] float scores; labels are [N, C] multi-hot, positives > 0.
 """
+
+import heapq
+import random
+from dataclasses import dataclass
 
 import numpy as np
 
 DEFAULT_TOP_K = 20
 RESULT_KEYS = ("gap", "hit_at_1", "hit_at_5", "perr", "map", "num_videos")
+_SHUFFLE_SEED = 0  # the reference's random.seed(0) before ranking a list
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Each video's top-k (score, is_positive, class), flat, in the reference's push order."""
+
+    scores: np.ndarray  # [M] float
+    hits: np.ndarray  # [M] bool
+    classes: np.ndarray  # [M] int
 
 
 def gap(predictions: np.ndarray, labels: np.ndarray, top_k: int = DEFAULT_TOP_K) -> float:
-    """Global average precision, YouTube-8M's headline metric.
+    """Global average precision, YouTube-8M's headline metric (its `calculate_gap`).
 
     Each video contributes only its top_k (score, is_positive) pairs; all pairs of all videos
     are pooled and ranked by score, and AP is taken over that one list with the TOTAL number
@@ -33,9 +60,8 @@ def gap(predictions: np.ndarray, labels: np.ndarray, top_k: int = DEFAULT_TOP_K)
       GAP in [0, 1]; 0.0 when there are no positive labels at all.
     """
     scores, hits = _as_arrays(predictions, labels)
-    order = _ranked_classes(scores)
-    top_scores, top_hits, _ = _top_k_pairs(scores, hits, order, top_k)
-    return _average_precision(top_scores.ravel(), top_hits.ravel(), int(hits.sum()))
+    pairs = _top_k_pairs(scores, hits, top_k)
+    return _average_precision(pairs.scores, pairs.hits, int(hits.sum()))
 
 
 def hit_at_k(predictions: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -44,19 +70,17 @@ def hit_at_k(predictions: np.ndarray, labels: np.ndarray, k: int) -> float:
     Videos without labels count as misses, as in YouTube-8M's hit@1 (k=1).
     """
     scores, hits = _as_arrays(predictions, labels)
-    return float(_hits_at_k(hits, _ranked_classes(scores), k).mean()) if len(scores) else 0.0
+    return float(_hits_at_k(scores, hits, k).mean()) if len(scores) else 0.0
 
 
 def perr(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Precision at equal recall rate: for a video with n labels, the precision of its top n.
 
-    Averaged over videos with at least one label. YouTube-8M divides by all videos instead,
-    so its PERR drops whenever a split holds unlabelled videos; leaving them out keeps PERR a
-    property of the predictions alone. 0.0 when no video has a label.
+    Averaged over all videos, as YouTube-8M: a video without labels scores 0, so a split
+    holding unlabelled videos lowers PERR. 0.0 for no videos.
     """
     scores, hits = _as_arrays(predictions, labels)
-    total, count = _perr_sum_and_count(hits, _ranked_classes(scores))
-    return total / count if count else 0.0
+    return _perr_sum(scores, hits) / len(scores) if len(scores) else 0.0
 
 
 def mean_average_precision(
@@ -67,16 +91,10 @@ def mean_average_precision(
     A class's ranked list holds the videos that have it among their top_k; its denominator is
     the number of videos labelled with it (retrieved or not). The mean runs over classes with
     at least one positive, as YouTube-8M's MeanAveragePrecisionCalculator by default
-    (filter_empty_classes=True; Model Garden's yt8m EvaluationMetrics divides by all classes
-    instead): a class nobody is labelled with has no recall to measure, and counting it as 0
-    would make mAP depend on how much of the vocabulary a split happens to cover.
-    0.0 when no class has a positive.
+    (Model Garden's yt8m copy divides by all classes instead). 0.0 when no class has one.
     """
     scores, hits = _as_arrays(predictions, labels)
-    top_scores, top_hits, top_classes = _top_k_pairs(scores, hits, _ranked_classes(scores), top_k)
-    return _mean_class_ap(
-        top_scores.ravel(), top_hits.ravel(), top_classes.ravel(), hits.sum(axis=0)
-    )
+    return _mean_class_ap(_top_k_pairs(scores, hits, top_k), hits.sum(axis=0))
 
 
 class EvaluationMetrics:
@@ -84,7 +102,9 @@ class EvaluationMetrics:
 
     Per-video metrics are summed as batches arrive; GAP and mAP need a global ranking, so only
     each video's top_k (score, is_positive, class) triples are kept: memory is O(N * top_k)
-    rather than O(N * C). `result()` equals the batch functions on the concatenated data.
+    rather than O(N * C). `result()` equals YouTube-8M's EvaluationMetrics fed the same
+    batches, and the batch functions on the concatenated data except GAP with tied scores
+    (see the module docstring).
     """
 
     def __init__(self, num_classes: int, top_k: int = DEFAULT_TOP_K) -> None:
@@ -96,14 +116,11 @@ class EvaluationMetrics:
 
     def clear(self) -> None:
         """Forgets every accumulated batch."""
-        self._scores: list[np.ndarray] = []
-        self._hits: list[np.ndarray] = []
-        self._classes: list[np.ndarray] = []
+        self._batches: list[_Pairs] = []
         self._positives_per_class = np.zeros(self.num_classes, dtype=np.int64)
         self._hits_at_1 = 0
         self._hits_at_5 = 0
         self._perr_sum = 0.0
-        self._perr_count = 0
         self._num_videos = 0
 
     def accumulate(self, predictions: np.ndarray, labels: np.ndarray) -> None:
@@ -113,37 +130,38 @@ class EvaluationMetrics:
             raise ValueError(
                 f"predictions have {scores.shape[1]} classes, expected {self.num_classes}"
             )
-        order = _ranked_classes(scores)
-        top_scores, top_hits, top_classes = _top_k_pairs(scores, hits, order, self.top_k)
-        self._scores.append(top_scores.ravel())
-        self._hits.append(top_hits.ravel())
-        self._classes.append(top_classes.ravel().astype(np.int32))
+        if not len(scores):
+            return
+        self._batches.append(_top_k_pairs(scores, hits, self.top_k))
         self._positives_per_class += hits.sum(axis=0)
-        self._hits_at_1 += int(_hits_at_k(hits, order, 1).sum())
-        self._hits_at_5 += int(_hits_at_k(hits, order, 5).sum())
-        perr_sum, perr_count = _perr_sum_and_count(hits, order)
-        self._perr_sum += perr_sum
-        self._perr_count += perr_count
+        self._hits_at_1 += int(_hits_at_k(scores, hits, 1).sum())
+        self._hits_at_5 += int(_hits_at_k(scores, hits, 5).sum())
+        self._perr_sum += _perr_sum(scores, hits)
         self._num_videos += len(scores)
 
     def result(self) -> dict[str, float]:
         """Metrics over everything accumulated since construction or `clear()`."""
-        scores = np.concatenate(self._scores) if self._scores else np.zeros(0)
-        hits = np.concatenate(self._hits) if self._hits else np.zeros(0, dtype=bool)
-        classes = np.concatenate(self._classes) if self._classes else np.zeros(0, dtype=np.int32)
+        pairs = _Pairs(
+            scores=np.concatenate([b.scores for b in self._batches] or [np.zeros(0)]),
+            hits=np.concatenate([b.hits for b in self._batches] or [np.zeros(0, bool)]),
+            classes=np.concatenate([b.classes for b in self._batches] or [np.zeros(0, int)]),
+        )
         videos = self._num_videos
         return {
-            "gap": _average_precision(scores, hits, int(self._positives_per_class.sum())),
+            "gap": _average_precision(
+                pairs.scores, pairs.hits, int(self._positives_per_class.sum())
+            ),
             "hit_at_1": self._hits_at_1 / videos if videos else 0.0,
             "hit_at_5": self._hits_at_5 / videos if videos else 0.0,
-            "perr": self._perr_sum / self._perr_count if self._perr_count else 0.0,
-            "map": _mean_class_ap(scores, hits, classes, self._positives_per_class),
+            "perr": self._perr_sum / videos if videos else 0.0,
+            "map": _mean_class_ap(pairs, self._positives_per_class),
             "num_videos": videos,
         }
 
 
 def _as_arrays(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validated [N, C] float scores and [N, C] bool positives."""
+    """Validated [N, C] float scores (dtype kept: ties are decided on the values as given)
+    and [N, C] bool positives."""
     scores = np.asarray(predictions)
     if not np.issubdtype(scores.dtype, np.floating):
         scores = scores.astype(np.float64)
@@ -157,73 +175,106 @@ def _as_arrays(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     return scores, positives > 0
 
 
-def _ranked_classes(scores: np.ndarray) -> np.ndarray:
-    """[N, C] class indices, best score first; ties keep the lower class index first."""
-    return np.argsort(-scores, axis=1, kind="stable")
-
-
-def _top_k_pairs(
-    scores: np.ndarray, hits: np.ndarray, order: np.ndarray, top_k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each video's top_k (score, is_positive, class), each [N, min(top_k, C)]."""
-    top_classes = order[:, :top_k]
-    return (
-        np.take_along_axis(scores, top_classes, axis=1),
-        np.take_along_axis(hits, top_classes, axis=1),
-        top_classes,
+def _top_k_pairs(scores: np.ndarray, hits: np.ndarray, top_k: int) -> _Pairs:
+    """The reference's top_k_by_class, flattened: class by class, videos in order."""
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1")
+    k = min(top_k, scores.shape[1])
+    top_classes = np.argpartition(scores, -k, axis=1)[:, -k:]  # [N, k], the reference's pick
+    flat_classes = top_classes.ravel()
+    push_order = np.argsort(flat_classes, kind="stable")  # class-major, video order kept
+    return _Pairs(
+        scores=np.take_along_axis(scores, top_classes, axis=1).ravel()[push_order],
+        hits=np.take_along_axis(hits, top_classes, axis=1).ravel()[push_order],
+        classes=flat_classes[push_order],
     )
 
 
-def _hits_at_k(hits: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
-    """[N] bool: a true label among the video's k best classes."""
-    return np.take_along_axis(hits, order[:, :k], axis=1).any(axis=1)
+def _hits_at_k(scores: np.ndarray, hits: np.ndarray, k: int) -> np.ndarray:
+    """[N] bool: a true label among the video's k best classes (ties: lower index first).
+
+    Without sorting each row: the classes above the k-th best score are in, and the slots
+    left go to the classes scored exactly that, lowest index first (numpy's argmax for k=1).
+    """
+    k = min(k, scores.shape[1])
+    kth_best = np.partition(scores, -k, axis=1)[:, -k, np.newaxis]  # [N, 1]
+    above = scores > kth_best
+    at = scores == kth_best
+    slots = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (at & (np.cumsum(at, axis=1) <= slots))
+    return (hits & chosen).any(axis=1)
 
 
-def _perr_sum_and_count(hits: np.ndarray, order: np.ndarray) -> tuple[float, int]:
-    """Sum of per-video PERR over labelled videos, and how many there are."""
-    num_positives = hits.sum(axis=1)  # [N]
-    labelled = num_positives > 0
-    if not labelled.any():
-        return 0.0, 0
-    ranked_hits = np.take_along_axis(hits[labelled], order[labelled], axis=1)
-    found = np.cumsum(ranked_hits, axis=1)  # [N', C]: positives among the top 1..C
-    n = num_positives[labelled]
-    found_in_top_n = found[np.arange(len(n)), n - 1]
-    return float((found_in_top_n / n).sum()), int(labelled.sum())
+def _perr_sum(scores: np.ndarray, hits: np.ndarray) -> float:
+    """Sum of per-video PERR over all videos (0 for a video without labels).
+
+    A video's top n is the classes scored at least its n-th best score, unless that score
+    ties with the (n+1)-th; only then is the reference's argpartition asked which of the
+    tied classes it takes. Only the best max(n) + 1 scores of each video are sorted.
+    """
+    num_labels = hits.sum(axis=1)  # [N]
+    labelled = np.flatnonzero(num_labels)
+    if not len(labelled):
+        return 0.0
+    num_classes = scores.shape[1]
+    counted = hits[labelled] & (scores[labelled] > 0)  # the reference skips labels scored <= 0
+    n = num_labels[labelled]  # [L]
+    depth = min(int(n.max()) + 1, num_classes)
+    best = np.partition(scores[labelled], num_classes - depth, axis=1)[:, num_classes - depth :]
+    best = -np.sort(-best, axis=1)  # [L, depth], best first
+    rows = np.arange(len(labelled))
+    nth_best = best[rows, n - 1]
+    tied = (n < num_classes) & (best[rows, np.minimum(n, depth - 1)] == nth_best)
+    found = (counted & (scores[labelled] >= nth_best[:, np.newaxis])).sum(axis=1)
+    total = float((found / n)[~tied].sum())
+    for row in np.flatnonzero(tied):
+        top = np.argpartition(scores[labelled[row]], -n[row])[-n[row] :]
+        total += counted[row, top].sum() / n[row]
+    return total
 
 
 def _average_precision(scores: np.ndarray, hits: np.ndarray, num_positives: int) -> float:
-    """AP of one ranked list, over `num_positives` positives (some may be absent from it).
-
-    Tied scores form one step: each group adds (its positives / num_positives) times the
-    precision after the whole group, so the result does not depend on input order.
-    """
+    """The reference's non-interpolated AP of one list pushed in the given order, over
+    `num_positives` positives (some may be absent from the list)."""
     if num_positives == 0 or len(scores) == 0:
         return 0.0
+    ranked_hits = hits[_reference_ranking(scores, hits)]
+    found = np.cumsum(ranked_hits)
+    ranks = np.flatnonzero(ranked_hits) + 1
+    return float((found[ranked_hits] / ranks).sum() / num_positives)
+
+
+def _reference_ranking(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """Indices best first, ties ordered as the reference's heap + seeded shuffle + sort."""
     order = np.argsort(-scores, kind="stable")
-    ranked_scores = scores[order]
-    found = np.cumsum(hits[order])  # positives among the top 1..M
-    group_ends = np.append(ranked_scores[1:] != ranked_scores[:-1], True)
-    found_at_end = found[group_ends]
-    rank_at_end = np.flatnonzero(group_ends) + 1
-    found_in_group = np.diff(found_at_end, prepend=0)
-    return float((found_in_group * found_at_end / rank_at_end).sum() / num_positives)
+    ranked = scores[order]
+    if not (ranked[1:] == ranked[:-1]).any():
+        return order
+    heap: list[tuple[float, bool, int]] = []
+    for index, pair in enumerate(zip(scores.tolist(), hits.tolist(), strict=True)):
+        # The index never decides a comparison the reference would decide otherwise: the
+        # item pushed last has the largest one, and the heap only compares it upwards.
+        heapq.heappush(heap, (*pair, index))
+    heap_array = np.array([index for _, _, index in heap])
+    count = len(heap_array)
+    shuffled = heap_array[random.Random(_SHUFFLE_SEED).sample(range(count), count)]
+    return shuffled[np.argsort(-scores[shuffled], kind="stable")]
 
 
-def _mean_class_ap(
-    scores: np.ndarray, hits: np.ndarray, classes: np.ndarray, positives_per_class: np.ndarray
-) -> float:
-    """Mean per-class AP over classes with positives, from pooled (score, hit, class) triples."""
+def _mean_class_ap(pairs: _Pairs, positives_per_class: np.ndarray) -> float:
+    """Mean per-class AP over classes with positives; each class's pairs in push order."""
     labelled_classes = np.flatnonzero(positives_per_class)
     if len(labelled_classes) == 0:
         return 0.0
-    by_class = np.argsort(classes, kind="stable")
-    sorted_classes = classes[by_class]
+    by_class = np.argsort(pairs.classes, kind="stable")
+    sorted_classes = pairs.classes[by_class]
     starts = np.searchsorted(sorted_classes, labelled_classes, side="left")
     ends = np.searchsorted(sorted_classes, labelled_classes, side="right")
     aps = [
         _average_precision(
-            scores[by_class[start:end]], hits[by_class[start:end]], int(positives_per_class[c])
+            pairs.scores[by_class[start:end]],
+            pairs.hits[by_class[start:end]],
+            int(positives_per_class[c]),
         )
         for c, start, end in zip(labelled_classes, starts, ends, strict=True)
     ]
