@@ -1,5 +1,6 @@
 """Evaluating a model over a dataset with the YouTube-8M metrics, and Kaggle predictions."""
 
+import contextlib
 import csv
 from collections.abc import Iterator, Sequence
 
@@ -7,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from features import storage
 from pooling_models.builder import model_inputs
 from pooling_models.metrics import DEFAULT_TOP_K, EvaluationMetrics
 
@@ -17,46 +19,60 @@ def predict_batches(
     """(ids [B] str, predictions [B, C], labels [B, C]) per batch, in inference mode."""
     for inputs, labels in dataset:
         predictions = model(model_inputs(model, inputs), training=False)
-        ids = [video_id.decode() for video_id in inputs["id"].numpy()]
+        ids = [video_id.decode(errors="backslashreplace") for video_id in inputs["id"].numpy()]
         yield np.asarray(ids), np.asarray(predictions, np.float32), labels.numpy()
 
 
 def evaluate(
     model: keras.Model, dataset: tf.data.Dataset, num_classes: int, predictions_csv: str = ""
 ) -> dict[str, float]:
-    """gap, hit_at_1, hit_at_5, perr, map, num_videos and loss; optionally writes predictions."""
+    """gap, hit_at_1, hit_at_5, perr, map, num_videos and loss; optionally writes predictions
+    (local path or gs:// URL, whole or not at all)."""
     metrics = EvaluationMetrics(num_classes)
     loss_sum, count = 0.0, 0
-    writer = PredictionsWriter(predictions_csv) if predictions_csv else None
-    for ids, predictions, labels in predict_batches(model, dataset):
-        metrics.accumulate(predictions, labels)
-        clipped = np.clip(predictions, 1e-7, 1 - 1e-7)
-        cross_entropy = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
-        loss_sum += float(cross_entropy.mean(axis=1).sum())
-        count += len(ids)
-        if writer:
-            writer.write(ids, predictions)
-    if writer:
-        writer.close()
-    if count == 0:
-        raise ValueError("the evaluation data holds no videos")
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(PredictionsWriter(predictions_csv)) if predictions_csv else None
+        for ids, predictions, labels in predict_batches(model, dataset):
+            metrics.accumulate(predictions, labels)
+            clipped = np.clip(predictions, 1e-7, 1 - 1e-7)
+            cross_entropy = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+            loss_sum += float(cross_entropy.mean(axis=1).sum())
+            count += len(ids)
+            if writer:
+                writer.write(ids, predictions)
+        if count == 0:
+            raise ValueError("the evaluation data holds no videos")
     return {**metrics.result(), "loss": loss_sum / count}
 
 
 class PredictionsWriter:
-    """Kaggle's `VideoId,LabelConfidencePairs`: "label score label score ..." best first."""
+    """Kaggle's `VideoId,LabelConfidencePairs`: "label score label score ..." best first.
+
+    A context manager: the file appears at `path` (local or gs://) only when the block ends
+    without an error. Rows are CSV with the csv module's quoting and `\n` line ends, so an id
+    holding a newline, comma or quote reads back whole. Scores are written with the fewest
+    digits that read back as the same float (float32: at most 9), so distinct scores stay
+    distinct (`%.6f` made 4.9e-7 and 3.2e-7 both 0.000000).
+    """
 
     def __init__(self, path: str, top_k: int = DEFAULT_TOP_K) -> None:
-        self._file = open(path, "w", newline="")  # noqa: SIM115  (closed by close())
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(["VideoId", "LabelConfidencePairs"])
+        self._path = path
         self._top_k = top_k
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "PredictionsWriter":
+        local = self._stack.enter_context(storage.local_output(self._path))
+        sink = self._stack.enter_context(open(local, "w", newline="", encoding="utf-8"))
+        self._writer = csv.writer(sink, lineterminator="\n")
+        self._writer.writerow(["VideoId", "LabelConfidencePairs"])
+        return self
 
     def write(self, ids: Sequence[str], predictions: np.ndarray) -> None:
+        """One row per video: its top_k classes, best first (ties: lower class first)."""
         top = np.argsort(-predictions, axis=1, kind="stable")[:, : self._top_k]
         for video_id, classes, scores in zip(ids, top, predictions, strict=True):
-            pairs = " ".join(f"{label} {scores[label]:.6f}" for label in classes)
+            pairs = " ".join(f"{label} {scores[label]}" for label in classes)
             self._writer.writerow([video_id, pairs])
 
-    def close(self) -> None:
-        self._file.close()
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.__exit__(*exc_info)
