@@ -31,7 +31,9 @@ def evaluate(
     metrics = EvaluationMetrics(num_classes)
     loss_sum, count = 0.0, 0
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(PredictionsWriter(predictions_csv)) if predictions_csv else None
+        writer = None
+        if predictions_csv:
+            writer = stack.enter_context(PredictionsWriter(predictions_csv))
         for ids, predictions, labels in predict_batches(model, dataset):
             metrics.accumulate(predictions, labels)
             clipped = np.clip(predictions, 1e-7, 1 - 1e-7)
