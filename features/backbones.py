@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from features.formats import BACKBONE_NAMES, DEFAULT_BACKBONE  # noqa: F401 -- re-exported
+
 
 class BackboneError(ValueError):
     """A backbone name, weights choice or frame batch the user must fix."""
@@ -80,7 +82,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("tiny", (64, 64), 256, "inception"),
     )
 }
-DEFAULT_BACKBONE = "inception_v3"
+if tuple(BACKBONES) != BACKBONE_NAMES:
+    raise ImportError(f"features.formats.BACKBONE_NAMES {BACKBONE_NAMES} != {tuple(BACKBONES)}")
 
 # Caffe-style (ResNet50) per-channel ImageNet means, in BGR order.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)

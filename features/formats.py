@@ -1,5 +1,10 @@
 """Constants that define the YouTube-8M feature and record formats, in one place."""
 
+# Backbone names, in the registry's order (features.backbones checks it matches): `--help`
+# lists the choices without importing Keras.
+BACKBONE_NAMES = ("inception_v3", "resnet50", "efficientnet_b0", "mobilenet_v3_small", "tiny")
+DEFAULT_BACKBONE = "inception_v3"
+
 # Frame sampling, as YouTube-8M: one frame per second, at most 300 frames per video.
 DEFAULT_FPS = 1.0
 DEFAULT_MAX_FRAMES = 300

@@ -1,0 +1,85 @@
+"""A feature stream (rgb today; audio, flow, clip later) is one small spec.
+
+Built from flags by extract_features' config, or from a model directory's manifest by
+tag_videos; the decode-and-embed transform computes one feature list per spec. Light on
+purpose (no Keras or Beam import), so entry points can build specs before anything heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from features import storage
+from features.formats import DEFAULT_PCA_SAMPLE_FRAMES
+from framevlad_proto import framevlad_pb2
+
+if TYPE_CHECKING:
+    from features.backbones import WeightsSource
+
+MEAN_PREFIX = "mean_"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How one feature list is computed: decode at `fps`, embed, whiten and quantize."""
+
+    name: str  # the feature list's key: "rgb"
+    backbone: str
+    weights: str  # imagenet | random | a weights file path/URL (as given)
+    seed: int  # of random weights
+    frame_size: tuple[int, int]  # the backbone's input (height, width)
+    fps: float
+    pca: str  # auto | fit | a pca.npz path/URL | a YouTube-8M PCA folder
+    dims: int  # PCA output dims = bytes per row of the feature list
+    pca_sample_frames: int = DEFAULT_PCA_SAMPLE_FRAMES
+
+    @property
+    def record_key(self) -> str:
+        """Key of the frame-level feature list (YouTube-8M: "rgb")."""
+        return self.name
+
+    @property
+    def mean_key(self) -> str:
+        """Key of the video-level mean feature (YouTube-8M: "mean_rgb")."""
+        return MEAN_PREFIX + self.name
+
+
+def weights_flag(weights: framevlad_pb2.WeightsSource) -> str:
+    """The --weights value that rebuilds recorded weights: the file for kind "path"."""
+    return weights.path if weights.kind == "path" else weights.kind
+
+
+def specs_from_manifest(manifest: framevlad_pb2.Manifest, folder: str) -> tuple[FeatureSpec, ...]:
+    """The streams a manifest (as read_manifest returns it) records, to compute them again;
+    each PCA is the file beside the manifest in `folder` (local or gs://)."""
+    return tuple(
+        FeatureSpec(
+            name=stream.name,
+            backbone=stream.backbone,
+            weights=weights_flag(stream.weights),
+            seed=stream.weights.seed,
+            frame_size=(stream.frame_height, stream.frame_width),
+            fps=manifest.fps,
+            pca=storage.join(folder, stream.pca.file),
+            dims=stream.dims,
+        )
+        for stream in manifest.streams
+    )
+
+
+def stream_info(
+    spec: FeatureSpec, weights: WeightsSource, pca_meta: framevlad_pb2.PcaInfo
+) -> framevlad_pb2.StreamInfo:
+    """What the manifest records about a stream a run computed: enough to rebuild it."""
+    return framevlad_pb2.StreamInfo(
+        name=spec.name,
+        backbone=spec.backbone,
+        weights=framevlad_pb2.WeightsSource(
+            kind=weights.kind, path=weights.path, sha256=weights.sha256, seed=weights.seed or 0
+        ),
+        frame_height=spec.frame_size[0],
+        frame_width=spec.frame_size[1],
+        pca=pca_meta,
+        dims=pca_meta.output_dims or spec.dims,
+    )
