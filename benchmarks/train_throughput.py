@@ -43,8 +43,9 @@ import tensorflow as tf
 from features.formats import DEFAULT_MAX_FRAMES, MAX_PCA_DIMS, RGB_KEY
 from features.quantize import dequantize, quantize
 from features.records import encode_frame_example
-from pooling_models.builder import ModelConfig, build_model, model_inputs
-from pooling_models.data import NUM_FRAMES_KEY, frame_dataset
+from pooling_models.builder import build_model, model_inputs
+from pooling_models.data import frame_dataset
+from pooling_models.model_config import NUM_FRAMES_KEY, ModelConfig
 from pooling_models.training import FitSettings
 
 DEFAULT_CACHE_DIR = "/tmp/framevlad-bench-train"

@@ -1,9 +1,7 @@
 """Keras pooling models trained on frame-level features.
 
-Importing the package registers every serializable framevlad class (pooling layers, heads),
-so `keras.saving.load_model` can read saved models after `import pooling_models`.
+Importing the package is light (no TensorFlow), so that `train_pool --help` answers at once.
+`pooling_models.builder` (imported by `model_dir.load_model`) registers every serializable
+framevlad class (pooling layers, heads): `keras.saving.load_model` reads saved models after
+`import pooling_models.builder`, or use `pooling_models.model_dir.load_model(directory)`.
 """
-
-from pooling_models import builder, heads, layers
-
-__all__ = ["builder", "heads", "layers"]

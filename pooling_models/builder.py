@@ -7,8 +7,11 @@ Model contract (training, evaluation and tagging rely on it):
   "num_frames" int32 [B], the real frames per video (the rest is padding and never
   changes the output).
 - Video level. One float32 [B, D] input per feature name (e.g. "mean_rgb", "mean_audio").
-- Output: class probabilities [B, num_classes] in (0, 1), float32 under any dtype policy
-  (a final float32 cast named "probabilities"; the head is declared float32 too).
+- Output: class probabilities [B, num_classes] in (0, 1), float32 under any dtype policy.
+  Under mixed precision (`mixed_float16`) the pooling and the hidden projection compute in
+  float16, and the layers named in `FLOAT32_LAYERS` (the head with its Dense layers, the
+  output gating with its own, single_frame's frame average and the final "probabilities"
+  cast) compute in float32.
 - Only the model's own inputs may be passed. The readers in `pooling_models.data` also
   yield "id" [B] strings; a Keras 3 functional model given a dict with an extra key does
   not ignore it but maps the dict's values onto its inputs by position, and fails
@@ -22,8 +25,14 @@ Architecture (LOUPE / WILLOW, Miech et al. 2017, for the cluster poolings):
                pooling layer (cluster poolings: the second and later features, i.e.
                 audio, get half the clusters, as WILLOW)
   concatenate the pooled vectors
-  [Dense(hidden_size, no bias) + BatchNormalization, no ReLU as WILLOW: cluster poolings]
+  [cluster poolings: Dense(hidden_size, no bias) -> BatchNormalization, no activation]
   [ContextGating, if gated] -> LogisticHead | MoeHead -> [ContextGating, if gated]
+
+The hidden projection is our own mix of WILLOW's two paths. WILLOW's NetVLADModelLF adds a
+bias and nothing else when run as its published Gated NetVLAD (`--netvlad_relu=False`:
+no batch norm, no ReLU), and batch-normalizes then applies ReLU6 with its code defaults
+(`netvlad_relu=True`). Here the projection is batch-normalized (BN's offset standing in
+for the bias) and left linear, as WILLOW's best single model is.
 
 The output gating acts on the probabilities, so they stay in (0, 1). DBoF brings its own
 hidden projection (with ReLU6, as YouTube-8M's DbofModel). `single_frame` applies the head
@@ -32,14 +41,11 @@ over the real frames. At video level `pooling` is ignored: the features are conc
 and go to the (optionally gated) head.
 """
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import keras
 
-from pooling_models.data import NUM_FRAMES_KEY
 from pooling_models.heads import LogisticHead, MoeHead
 from pooling_models.layers import (
     POOLING_LAYERS,
@@ -48,104 +54,22 @@ from pooling_models.layers import (
     MaskedBatchNormalization,
     MeanPooling,
 )
-
-SINGLE_FRAME = "single_frame"
-POOLING_CHOICES: tuple[str, ...] = (*POOLING_LAYERS, SINGLE_FRAME)
-HEAD_CHOICES: tuple[str, ...] = ("logistic", "moe")
-DATA_LEVELS: tuple[str, ...] = ("frame", "video")
-CONV_VARIANTS: tuple[str, ...] = ("max", "tconv")
-
-# Poolings that aggregate soft cluster assignments: LOUPE/WILLOW project their (wide)
-# output to hidden_size and gate it, so gating is their default.
-CLUSTER_POOLINGS: tuple[str, ...] = ("netvlad", "netrvlad", "netfv", "nextvlad", "softdbow")
-# Poolings whose reference models batch-normalize the input frames (LOUPE, YouTube-8M DBoF).
-_NORMALIZED_FRAMES = (*CLUSTER_POOLINGS, "dbof")
-_RESERVED_NAMES = (NUM_FRAMES_KEY, "id")
-_POSITIVE_FIELDS = (
-    "num_classes",
-    "cluster_size",
-    "hidden_size",
-    "num_mixtures",
-    "recurrent_layers",
-    "recurrent_units",
+from pooling_models.model_config import (
+    CLUSTER_POOLINGS,
+    NUM_FRAMES_KEY,
+    SINGLE_FRAME,
+    ModelConfig,
 )
 
+# Poolings whose reference models batch-normalize the input frames (LOUPE, YouTube-8M DBoF).
+_NORMALIZED_FRAMES = (*CLUSTER_POOLINGS, "dbof")
+# Under mixed precision these layers, and the sublayers they build, compute in float32:
+# everything from the classifier's Dense layers to the output. Probabilities near 0 or 1
+# round to exactly 0 or 1 in float16 (log loss infinite), and the output gating multiplies
+# probabilities by gates that float16 would quantize coarsely.
+FLOAT32_LAYERS: tuple[str, ...] = ("head", "output_gating", "frame_average", "probabilities")
+
 Value = TypeVar("Value")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What `build_model` builds; JSON-able with `to_dict` / `from_dict`.
-
-    pooling: a `POOLING_CHOICES` name (ignored when data_level is "video").
-    feature_names / feature_sizes: the model's inputs and their widths D, in order; the
-      first one sets the cluster count, later ones (audio) get half of it.
-    gating: None = on for the `CLUSTER_POOLINGS` at frame level, off otherwise.
-    hidden_size: the cluster poolings' projection, DBoF's hidden layer and conv's width.
-    l2_penalty: L2 weight of the head's kernels.
-    """
-
-    pooling: str = "netvlad"
-    num_classes: int = 3862
-    feature_names: tuple[str, ...] = ("rgb",)
-    feature_sizes: tuple[int, ...] = (1024,)
-    data_level: str = "frame"
-    cluster_size: int = 64
-    hidden_size: int = 1024
-    gating: bool | None = None
-    head: str = "moe"
-    num_mixtures: int = 2
-    conv_variant: str = "max"
-    recurrent_layers: int = 2
-    recurrent_units: int = 1024
-    l2_penalty: float = 1e-6
-
-    def __post_init__(self) -> None:
-        # JSON turns tuples into lists; keep the config hashable and equal to its original.
-        object.__setattr__(self, "feature_names", tuple(self.feature_names))
-        object.__setattr__(self, "feature_sizes", tuple(int(size) for size in self.feature_sizes))
-        _check_choice("pooling", self.pooling, POOLING_CHOICES)
-        _check_choice("head", self.head, HEAD_CHOICES)
-        _check_choice("data_level", self.data_level, DATA_LEVELS)
-        _check_choice("conv_variant", self.conv_variant, CONV_VARIANTS)
-        if not self.feature_names or len(self.feature_names) != len(self.feature_sizes):
-            raise ValueError(
-                f"ModelConfig.feature_names={self.feature_names} and feature_sizes="
-                f"{self.feature_sizes}: need one size per name, and at least one"
-            )
-        if len(set(self.feature_names)) != len(self.feature_names):
-            raise ValueError(f"ModelConfig.feature_names={self.feature_names}: repeated name")
-        for name in self.feature_names:
-            if name in _RESERVED_NAMES:
-                raise ValueError(f"ModelConfig.feature_names: {name!r} is not a feature")
-        for field in _POSITIVE_FIELDS:
-            _check_positive(field, getattr(self, field))
-        for size in self.feature_sizes:
-            _check_positive("feature_sizes", size)
-        if self.l2_penalty < 0:
-            raise ValueError(f"ModelConfig.l2_penalty={self.l2_penalty}: must be >= 0")
-
-    @property
-    def gated(self) -> bool:
-        """Whether Context Gating is used, with `gating=None` resolved."""
-        if self.gating is not None:
-            return self.gating
-        return self.data_level == "frame" and self.pooling in CLUSTER_POOLINGS
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for json.dump (tuples become lists there; from_dict restores them)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
-        """Inverse of to_dict; missing fields take their defaults, unknown ones are errors."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"ModelConfig: unknown fields {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**values)
 
 
 def build_model(config: ModelConfig) -> keras.Model:
@@ -242,19 +166,17 @@ def _classify(config: ModelConfig, video: keras.KerasTensor) -> keras.KerasTenso
 def _gate_output(config: ModelConfig, probabilities: keras.KerasTensor) -> keras.KerasTensor:
     """Output gating if asked, then a cast that makes the output float32 under any policy.
 
-    The gating runs in the global policy: ContextGating builds its Dense and BatchNorm in
-    the global policy whatever its own dtype, so forcing it to float32 under mixed_float16
-    would multiply float16 gates by float32 inputs.
+    ContextGating builds its Dense and BatchNormalization with its own dtype policy, so
+    declaring it float32 makes the whole gating float32 (see FLOAT32_LAYERS).
     """
     if config.gated:
-        probabilities = ContextGating(name="output_gating")(probabilities)
+        probabilities = ContextGating(dtype="float32", name="output_gating")(probabilities)
     return keras.layers.Activation("linear", dtype="float32", name="probabilities")(probabilities)
 
 
 def _head(config: ModelConfig) -> keras.layers.Layer:
-    # float32 even under mixed precision, as probabilities near 0 or 1 round to exactly 0 or
-    # 1 in float16. (The heads build their Dense layers in the global policy, so under
-    # mixed_float16 those still compute in float16 until the heads pass their dtype on.)
+    """The classifier, float32 under any policy: the heads build their Dense layers with
+    their own dtype policy, so the logits, sigmoids and mixtures all compute in float32."""
     if config.head == "logistic":
         return LogisticHead(
             config.num_classes, l2_penalty=config.l2_penalty, dtype="float32", name="head"
@@ -272,13 +194,3 @@ def _concatenate(tensors: list[keras.KerasTensor], name: str) -> keras.KerasTens
     if len(tensors) == 1:
         return tensors[0]
     return keras.layers.Concatenate(axis=-1, name=name)(tensors)
-
-
-def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"ModelConfig.{field}={value!r}: expected one of {choices}")
-
-
-def _check_positive(field: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"ModelConfig.{field}={value}: must be at least 1")

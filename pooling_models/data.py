@@ -34,8 +34,8 @@ from features.formats import (
     QUANTIZE_MIN,
     RGB_KEY,
 )
+from pooling_models.model_config import NUM_FRAMES_KEY
 
-NUM_FRAMES_KEY = "num_frames"
 SPLITS = ("all", "train", "eval")
 
 _RANGE = QUANTIZE_MAX - QUANTIZE_MIN

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import pooling_models
-from pooling_models.builder import (
+from pooling_models import heads, layers
+from pooling_models.builder import FLOAT32_LAYERS, build_model, model_inputs
+from pooling_models.model_config import (
     CLUSTER_POOLINGS,
     POOLING_CHOICES,
+    SINGLE_FRAME,
     ModelConfig,
-    build_model,
-    model_inputs,
 )
 
 DIMS = 8
@@ -131,7 +131,7 @@ def test_keras_file_round_trip(config: ModelConfig, tmp_path):
 
 
 def test_package_import_registers_every_layer():
-    for module in (pooling_models.layers, pooling_models.heads):
+    for module in (layers, heads):
         for name in dir(module):
             value = getattr(module, name)
             if isinstance(value, type) and issubclass(value, keras.layers.Layer):
@@ -139,14 +139,14 @@ def test_package_import_registers_every_layer():
                 assert registered is value or name == "MaskedPooling", name
 
 
-def test_fresh_process_loads_after_import_pooling_models(tmp_path):
+def test_fresh_process_loads_after_import_pooling_models_builder(tmp_path):
     config = FRAME_CONFIGS["netvlad+audio"]
     model = build_model(config)
     inputs = _inputs(config)
     model.save(tmp_path / "model.keras")
     np.savez(tmp_path / "inputs.npz", expected=model(inputs), **inputs)
     script = (
-        "import sys, numpy as np, keras, pooling_models\n"
+        "import sys, numpy as np, keras, pooling_models.builder\n"
         "model = keras.saving.load_model(sys.argv[1] + '/model.keras')\n"
         "data = dict(np.load(sys.argv[1] + '/inputs.npz'))\n"
         "expected = data.pop('expected')\n"
@@ -217,6 +217,25 @@ def test_mixed_precision_output_is_float32(name: str, mixed_precision):
         probabilities = model(_inputs(config), training=training)
         assert probabilities.dtype == "float32"
         assert np.all(np.isfinite(probabilities))
+
+
+@pytest.mark.parametrize("name", ["netvlad+audio", "single_frame", "logistic_gated", "video"])
+def test_mixed_precision_computes_the_classifier_and_after_in_float32(name: str, mixed_precision):
+    model = build_model(CONFIGS[name])
+    float32_layers = [layer for layer in model.layers if layer.name in FLOAT32_LAYERS]
+    assert float32_layers and "probabilities" in [layer.name for layer in float32_layers]
+    if CONFIGS[name].gated:
+        assert "output_gating" in [layer.name for layer in float32_layers]
+    for layer in float32_layers:
+        for sublayer in [layer, *layer._flatten_layers(include_self=False)]:
+            assert sublayer.compute_dtype == "float32", (layer.name, sublayer.name)
+    for layer in model.layers:
+        if layer.name not in FLOAT32_LAYERS and layer.name.split("_")[0] in ("rgb", "hidden"):
+            assert layer.compute_dtype == "float16", layer.name  # the pooling stays fast
+
+
+def test_pooling_names_match_the_layer_registry():
+    assert set(POOLING_CHOICES) == {*layers.POOLING_LAYERS, SINGLE_FRAME}
 
 
 def test_mixed_precision_fixture_restores_policy():
