@@ -191,15 +191,17 @@ class _DropNoise(logging.Filter):
         return not any(message.startswith(noise) for noise in self.NOISE)
 
 
-def quiet(verbose: bool) -> None:
+def quiet(verbose: bool, prog: str = "") -> None:
     """Silences library chatter; call before TensorFlow or Beam is imported.
 
     TensorFlow's C++ log level is read once, when TensorFlow loads, hence the ordering.
     Our own warnings (printed by the scripts, or `warnings.warn` from framevlad modules)
-    stay visible.
+    stay visible, as one `<prog>: warning: ...` line each instead of Python's two-line
+    form with a source excerpt.
     """
     if verbose:
         return
+    warnings.formatwarning = _one_line_warning(prog)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -211,6 +213,13 @@ def quiet(verbose: bool) -> None:
     logging.getLogger().addFilter(_DropNoise())
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _one_line_warning(prog: str) -> Callable[..., str]:
+    def format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
+        return f"{prog or category.__name__}: warning: {message}\n"
+
+    return format_warning
 
 
 def run_main(
