@@ -34,9 +34,23 @@ class DecodeSummary:
 
 @dataclass(frozen=True)
 class QuantizedChunk:
+    """Consecutive frames of one stream of one video; `error` set when the CNN, the PCA or
+    the quantizer failed on them (the video then fails as embed_error)."""
+
     start_index: int
-    quantized: np.ndarray  # [n, K] uint8
-    feature_sum: np.ndarray  # [K] float64, of the whitened features before quantization
+    quantized: np.ndarray | None  # [n, K] uint8
+    feature_sum: np.ndarray | None  # [K] float64, of the whitened features before quantization
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class EmbeddedVideo:
+    """A video with every stream embedded: what DecodeAndEmbed hands to records or tagging."""
+
+    video: VideoInput
+    features: dict[str, np.ndarray]  # stream name -> [T, K] uint8 quantized frames
+    means: dict[str, np.ndarray]  # stream name -> [K] float32, mean whitened frame
+    summary: DecodeSummary  # of the first stream
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,18 @@ from collections.abc import Iterable
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from features.formats import DEFAULT_MAX_FRAMES, PCA_FILE
+from features import storage
+from features.cli import UsageError
+from features.formats import DEFAULT_MAX_FRAMES
 from features.pca import FrameReservoir, PcaTransform, fit_pca
-from pipelines import storage
-from pipelines.config import ExtractConfig
+from features.streams import FeatureSpec
+from pipelines.decode_embed import FAILED, SUMMARY, DecodeFrames
 from pipelines.elements import VideoInput
-from pipelines.transforms import NAMESPACE, EmbedVideos, MatchVideos, stable_hash
+from pipelines.model_handler import NAMESPACE, BackboneModelHandler
+from pipelines.transforms import stable_hash
 
 SAMPLE_COUNTER = "pca_sample_frames"
 
@@ -50,51 +54,60 @@ class ReservoirCombineFn(beam.CombineFn):
         return reservoir.sample()  # [min(capacity, seen), D] float32
 
 
-def sample_video_count(config: ExtractConfig) -> int:
-    """Enough videos to fill the frame sample if each gives `max_frames` frames."""
-    frames_per_video = config.max_frames or DEFAULT_MAX_FRAMES
-    return max(1, math.ceil(config.pca_sample_frames / frames_per_video))
+def sample_videos(
+    videos: list[tuple[str, str]], spec: FeatureSpec, max_frames: int
+) -> list[VideoInput]:
+    """Enough videos to fill the frame sample if each gives `max_frames` frames, chosen by
+    a stable hash of their ids (the same sample on every run over the same library)."""
+    frames_per_video = max_frames or DEFAULT_MAX_FRAMES
+    count = max(1, math.ceil(spec.pca_sample_frames / frames_per_video))
+    chosen = sorted(videos, key=lambda video: stable_hash(video[0]))[:count]
+    return [VideoInput(video_id, path, (), False) for video_id, path in chosen]
 
 
-def fit_and_write(sample: np.ndarray, dims: int, output: str) -> None:
+def fit_and_write(sample: np.ndarray, dims: int, path: str) -> None:
     if len(sample) == 0:
-        raise ValueError("--pca fit: no frames were decoded from the sampled videos")
+        raise UsageError(
+            "no frame could be decoded from the videos sampled for the PCA",
+            f"--pca fit {path}",
+            "check the dead letter of a run with --pca PATH, or add readable videos",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         pca = fit_pca(sample, dims)
     buffer = io.BytesIO()
     pca.save(buffer)
-    storage.write_bytes(storage.join(output, PCA_FILE), buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())  # whole or not at all
     beam.metrics.Metrics.counter(NAMESPACE, SAMPLE_COUNTER).inc(len(sample))
 
 
 def run_pca_fit(
-    config: ExtractConfig, options: PipelineOptions, frame_size: tuple[int, int]
+    sample: list[VideoInput],
+    spec: FeatureSpec,
+    frames_per_batch: int,
+    max_frames: int,
+    options: PipelineOptions,
+    pca_path: str,
 ) -> tuple[PcaTransform, int]:
     """Runs the fitting pass to completion; returns the PCA and how many frames it saw."""
-    videos_to_sample = sample_video_count(config)
     pipeline = beam.Pipeline(options=options)
-    embedded, _, _ = (
+    decoded = (
         pipeline
-        | "Match" >> MatchVideos(config)
-        | "OnePathPerId" >> beam.CombinePerKey(min)
-        | "SampleVideos"
-        >> beam.combiners.Top.Of(videos_to_sample, key=lambda kv: stable_hash(kv[0]))
-        | "Unpack" >> beam.FlatMap(lambda sampled: sampled)
-        | "Spread" >> beam.Reshuffle()
-        | "ToInput" >> beam.MapTuple(lambda video_id, path: VideoInput(video_id, path, (), False))
-        | "Embed" >> EmbedVideos(config, frame_size)
+        | "SampleVideos" >> beam.Create(sample)
+        | "Decode"
+        >> beam.ParDo(
+            DecodeFrames(spec.fps, max_frames, spec.frame_size, frames_per_batch)
+        ).with_outputs(FAILED, SUMMARY, main="chunks")
     )
     _ = (
-        embedded
-        | "Features" >> beam.Map(lambda keyed: keyed[1].inference)
-        | "Reservoir"
-        >> beam.CombineGlobally(ReservoirCombineFn(config.pca_sample_frames, config.seed))
-        | "Fit" >> beam.Map(fit_and_write, config.pca_dims, config.output)
+        decoded.chunks
+        | "Embed" >> RunInference(BackboneModelHandler(spec, frames_per_batch))
+        | "Features" >> beam.FlatMap(lambda keyed: [] if isinstance(keyed[1], str) else [keyed[1]])
+        | "Reservoir" >> beam.CombineGlobally(ReservoirCombineFn(spec.pca_sample_frames, spec.seed))
+        | "Fit" >> beam.Map(fit_and_write, spec.dims, pca_path)
     )
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_name(SAMPLE_COUNTER))["counters"]
     sample_frames = sum(counter.committed or 0 for counter in counters)
-    pca_bytes = storage.read_bytes(storage.join(config.output, PCA_FILE))
-    return PcaTransform.load_npz(io.BytesIO(pca_bytes)), sample_frames
+    return PcaTransform.load_npz(io.BytesIO(storage.read_bytes(pca_path))), sample_frames

@@ -1,0 +1,282 @@
+"""The launcher side of `extract_features`: everything before and around the Beam job.
+
+Under the output's lease: set aside what unfinished runs left, match the inputs, drop the
+ones committed runs hold (--skip_existing), resolve labels against the frozen vocabulary,
+load or fit the PCA, then build and run the job with a progress line. Heavy (Beam, Keras):
+the entry point imports this module only once flags are parsed.
+"""
+
+import dataclasses
+import hashlib
+import io
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+)
+
+from features import backbones, labels, lease, storage
+from features.cli import UsageError
+from features.formats import PCA_FILE, RGB_KEY
+from features.labels import Vocabulary
+from features.pca import PcaTransform, load_pca
+from features.streams import FeatureSpec, stream_info
+from framevlad_proto import framevlad_pb2
+from pipelines import runs
+from pipelines.config import ExtractConfig, FaultPlan
+from pipelines.extract_graph import RunPlan, build_pipeline
+from pipelines.inputs import FoundInputs, ResolvedInput, find_inputs, no_videos_error
+from pipelines.labeling import choose_vocabulary, label_videos
+from pipelines.pca_fit import run_pca_fit, sample_videos
+from pipelines.progress import Progress
+from pipelines.transforms import InjectedFaultError
+
+PROG = "extract_features"
+VIDEOS_PER_SHARD = 1000
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
+
+
+def execute(
+    config: ExtractConfig, pipeline: beam.Pipeline | None, faults: FaultPlan | None
+) -> beam.runners.runner.PipelineResult | None:
+    """Runs one extraction under the output's lease; None for a dry run."""
+    options = pipeline.options if pipeline is not None else PipelineOptions(config.beam_args)
+    options.view_as(SetupOptions).save_main_session = False
+    dry_run = options.view_as(TestOptions).dry_run
+    with lease.acquire(
+        config.output, PROG, config.lease_timeout_s, config.break_lease, run_id=config.run_id
+    ):
+        committed = runs.committed_runs(config.output)
+        if committed and not config.skip_existing:
+            raise UsageError(
+                f"holds {len(committed)} committed run(s)",
+                f"--output {config.output}",
+                "pass --skip_existing to add new videos to it, or choose another --output",
+            )
+        if not dry_run:
+            moved = runs.set_aside_uncommitted(config.output, {run.run_id for run in committed})
+            if moved:
+                print(f"{PROG}: set aside {len(moved)} file(s) of unfinished runs")
+        plan = plan_run(config, options, committed, dry_run)
+        pipeline = pipeline or beam.Pipeline(options=options)
+        runner = options.view_as(StandardOptions).runner
+        show = runner in LOCAL_RUNNERS and not dry_run
+        with Progress(PROG, len(plan.videos)) if show else _NoProgress() as shown:
+            build_pipeline(pipeline, config, plan, faults, progress_token=shown.token)
+            if dry_run:
+                print(describe_job(config, options, plan))
+                if runner in LOCAL_RUNNERS:
+                    return None  # Dataflow validates a dry run's job; the local runner would run it
+            return run_to_end(pipeline)
+
+
+def plan_run(
+    config: ExtractConfig,
+    options: PipelineOptions,
+    committed: list[framevlad_pb2.Manifest],
+    dry_run: bool,
+) -> RunPlan:
+    """Decides, before the job, which videos it embeds with which labels and PCA."""
+    resolved = ResolvedInput(
+        config.input, config.input_pattern, config.match_folder, config.id_root
+    )
+    found = find_inputs(resolved)
+    if not found.videos:
+        raise no_videos_error(resolved, found)
+    done = runs.done_ids(config.output, committed) if committed else set()
+    todo = [(video_id, path) for video_id, path in found.videos if video_id not in done]
+    labeled = label_videos(
+        todo,
+        {video_id for video_id, _ in found.videos},
+        read_labels(config.labels_csv),
+        config.labels_from_folders,
+        lambda names: choose_vocabulary(
+            names,
+            read_vocabulary(config.vocabulary),
+            runs.committed_vocabulary(config.output, committed),
+            config.output,
+        ),
+    )
+    streams, pca_paths = [], {}
+    for spec in config.specs:
+        weights = resolve_weights(spec)
+        pca_info, pca_paths[spec.name] = prepare_pca(config, spec, options, found, dry_run)
+        streams.append(stream_info(spec, weights, pca_info))
+    if committed and not dry_run:
+        check_compatible(config, committed[-1], streams[0])
+    counts = {
+        "seen": found.seen,
+        "skipped": len(found.videos) - len(todo),
+        "labels_without_video": labeled.labels_without_video,
+        "conflicting_label_rows": labeled.conflicting_label_rows,
+        **{f"skipped_extension/{ext}": n for ext, n in found.skipped_extension.items()},
+    }
+    return RunPlan(
+        videos=labeled.videos,
+        failures=found.failures + labeled.failures,
+        vocabulary=labeled.vocabulary,
+        streams=tuple(streams),
+        pca_paths=pca_paths,
+        num_shards=config.num_shards or max(1, -(-len(labeled.videos) // VIDEOS_PER_SHARD)),
+        counts=counts,
+    )
+
+
+def read_labels(path: str) -> labels.LabelTable | None:
+    return labels.read_label_table(storage.read_text(path), source=path) if path else None
+
+
+def read_vocabulary(path: str) -> Vocabulary | None:
+    if not path:
+        return None
+    return Vocabulary.from_csv(storage.read_text(path), source=f"--vocabulary {path}")
+
+
+def resolve_weights(spec: FeatureSpec) -> backbones.WeightsSource:
+    """Checks and hashes the weights (a gs:// file is staged once); records the URL as given."""
+    weights = backbones.resolve_weights(spec.backbone, storage.stage_file(spec.weights), spec.seed)
+    if storage.is_remote(spec.weights):
+        weights = dataclasses.replace(weights, path=spec.weights)
+    return weights
+
+
+def pca_file(spec: FeatureSpec) -> str:
+    return PCA_FILE if spec.name == RGB_KEY else f"pca_{spec.name}.npz"
+
+
+def load_pca_file(path: str, flag: str) -> PcaTransform:
+    """A PCA that fails to load (a torn or foreign file) is one line naming it and the fix."""
+    try:
+        if storage.is_dir(path):  # YouTube-8M's mean/eigenvecs/eigenvals .npy folder
+            return load_pca(storage.stage_dir(path))
+        return PcaTransform.load_npz(io.BytesIO(storage.read_bytes(path)))
+    except FileNotFoundError:
+        raise UsageError(
+            "no such PCA file or folder", f"{flag} {path}", "use auto or fit"
+        ) from None
+    except Exception as error:  # noqa: BLE001 -- zip, numpy and key errors of a bad file
+        raise UsageError(
+            f"cannot load the PCA ({type(error).__name__}: {error})",
+            path,
+            "delete it or pass --pca fit",
+        ) from error
+
+
+def prepare_pca(
+    config: ExtractConfig,
+    spec: FeatureSpec,
+    options: PipelineOptions,
+    found: FoundInputs,
+    dry_run: bool,
+) -> tuple[framevlad_pb2.PcaInfo, str]:
+    """Loads, reuses or fits the stream's PCA and leaves it in the output, whole.
+
+    Returns what the manifest records about it and its path in the output."""
+    output_pca = storage.join(config.output, pca_file(spec))
+    info = framevlad_pb2.PcaInfo(file=pca_file(spec))
+    fit = spec.pca == "fit" or (spec.pca == "auto" and not storage.exists(output_pca))
+    if dry_run:
+        info.source = "fit (not run: dry run)" if fit else spec.pca
+        info.output_dims = spec.dims
+        return info, output_pca
+    if fit:
+        sample = sample_videos(found.videos, spec, config.max_frames)
+        pca, info.sample_frames = run_pca_fit(
+            sample, spec, config.frames_per_batch, config.max_frames, options, output_pca
+        )
+        info.source = "fit"
+    elif spec.pca == "auto":
+        pca, info.source = load_pca_file(output_pca, "--pca auto"), "reused"
+    else:
+        pca, info.source = load_pca_file(spec.pca, "--pca"), spec.pca
+    feature_dims = backbones.BACKBONES[spec.backbone].feature_dims
+    if pca.input_dims != feature_dims:
+        raise UsageError(
+            f"the PCA expects {pca.input_dims}-d features, {spec.backbone} gives {feature_dims}",
+            f"--pca {spec.pca}",
+            "pass a PCA fitted on this backbone, or --pca fit",
+        )
+    if info.source not in ("fit", "reused"):
+        buffer = io.BytesIO()
+        pca.save(buffer)
+        storage.write_bytes(output_pca, buffer.getvalue())
+    info.input_dims, info.output_dims, info.epsilon = pca.input_dims, pca.output_dims, pca.epsilon
+    info.sha256 = hashlib.sha256(storage.read_bytes(output_pca)).hexdigest()
+    return info, output_pca
+
+
+def check_compatible(
+    config: ExtractConfig, latest: framevlad_pb2.Manifest, stream: framevlad_pb2.StreamInfo
+) -> None:
+    """--skip_existing adds to an output only in the same feature space and id scheme."""
+    committed = latest.streams[0]
+    differs = {
+        "id root": latest.id_root != config.id_root,
+        "backbone": committed.backbone != stream.backbone or committed.weights != stream.weights,
+        "PCA": committed.pca.sha256 != stream.pca.sha256,
+        "fps": latest.fps != config.rgb.fps,
+    }
+    mismatches = [name for name, differ in differs.items() if differ]
+    if mismatches:
+        raise UsageError(
+            f"this run's {', '.join(mismatches)} differs from the committed runs'",
+            f"--skip_existing --output {config.output}",
+            "use the committed runs' settings (see its manifest.json) or a new --output",
+        )
+
+
+def run_to_end(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
+    """Runs the job and waits; a failure inside a step surfaces as its own error (Beam
+    wraps it in a RuntimeError whose text holds a whole traceback)."""
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as error:  # noqa: BLE001 -- unwrapped below, or re-raised as is
+        raise step_error(error) from None
+    return result
+
+
+def step_error(error: BaseException) -> BaseException:
+    """The error a step raised, found in the chain Beam built around it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, UsageError | OSError | InjectedFaultError | labels.LabelError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return error
+
+
+def describe_job(config: ExtractConfig, options: PipelineOptions, plan: RunPlan) -> str:
+    """What a dry run would submit."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
+
+    workers = options.view_as(WorkerOptions)
+    cloud = options.view_as(GoogleCloudOptions)
+    lines = [
+        f"runner:              {options.view_as(StandardOptions).runner or 'DirectRunner'}",
+        f"project / region:    {cloud.project} / {cloud.region}",
+        f"input:               {config.input_pattern} ({len(plan.videos)} videos to embed)",
+        f"output:              {config.output}",
+        f"machine type:        {workers.machine_type}",
+        f"workers:             {workers.num_workers} initial, {workers.max_num_workers} max",
+        f"container image:     {workers.sdk_container_image}",
+        f"backbone:            {config.rgb.backbone} ({config.rgb.weights}), "
+        f"{config.frames_per_batch} frames per batch",
+        f"pca:                 {plan.streams[0].pca.source}",
+    ]
+    return "dry run: the job is built and validated, not submitted\n  " + "\n  ".join(lines)
+
+
+class _NoProgress:
+    """Off the local runner the Beam counters show progress instead."""
+
+    token = ""
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
