@@ -6,6 +6,7 @@ emulator lacks: an upload with `ifGenerationMatch=0` fails with 412 when the obj
 """
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -48,6 +49,26 @@ def running_emulator(log_path: Path) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+def default_credentials(folder: Path) -> str:
+    """A Google default credentials file that needs no network; returns its path.
+
+    Beam's GCS filesystem looks up default credentials once per process, retrying for about
+    25 s before it connects anonymously when there are none. With GOOGLE_APPLICATION_CREDENTIALS
+    pointing here (an `authorized_user` holding a dummy token valid for centuries) the lookup
+    succeeds at once and no token is ever refreshed; the emulator checks none."""
+    path = folder / "credentials.json"
+    credentials = {
+        "type": "authorized_user",
+        "client_id": "framevlad-test",
+        "client_secret": "framevlad-test",
+        "refresh_token": "framevlad-test",
+        "token": "framevlad-test",
+        "expiry": "2999-01-01T00:00:00Z",
+    }
+    path.write_text(json.dumps(credentials))
+    return str(path)
 
 
 def client() -> storage.Client:
