@@ -126,7 +126,9 @@ def plan_run(
 
 
 def read_labels(path: str) -> labels.LabelTable | None:
-    return labels.read_label_table(storage.read_text(path), source=path) if path else None
+    if not path:
+        return None
+    return labels.read_label_table(storage.read_bytes(path), source=f"--labels {path}")
 
 
 def read_vocabulary(path: str) -> Vocabulary | None:

@@ -5,6 +5,7 @@ later run (--skip_existing) appends new names at the end and never renumbers. An
 --vocabulary is taken as is; a name not in it fails that video as `unknown_label`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from features import labels, video_ids
@@ -47,7 +48,7 @@ def label_videos(
     found_ids: set[str],
     table: labels.LabelTable | None,
     from_folders: bool,
-    vocabulary_for: "callable",
+    vocabulary_for: Callable[[list[str]], Vocabulary],
 ) -> LabeledVideos:
     """(id, path) pairs -> VideoInputs with label indices.
 

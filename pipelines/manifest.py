@@ -2,7 +2,6 @@
 features. Reading a manifest is features.manifest.read_manifest's job, nobody else's."""
 
 import datetime
-import hashlib
 import importlib.metadata
 
 from features.formats import VOCABULARY_FILE
@@ -39,8 +38,9 @@ def vocabulary_info(vocabulary: Vocabulary) -> framevlad_pb2.VocabularyInfo:
     """Size and hash of vocabulary.csv as this run leaves it ("" file: labels were indices)."""
     if not len(vocabulary):
         return framevlad_pb2.VocabularyInfo()
-    sha256 = hashlib.sha256(vocabulary.to_csv().encode()).hexdigest()
-    return framevlad_pb2.VocabularyInfo(file=VOCABULARY_FILE, size=len(vocabulary), sha256=sha256)
+    return framevlad_pb2.VocabularyInfo(
+        file=VOCABULARY_FILE, size=len(vocabulary), sha256=vocabulary.sha256()
+    )
 
 
 def fill_counts(counts: framevlad_pb2.Counts, values: dict[str, int]) -> None:

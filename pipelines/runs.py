@@ -41,10 +41,7 @@ def done_ids(output: str, runs: list[framevlad_pb2.Manifest]) -> set[str]:
     for run in runs:
         for relative in run.ok_ids_files:
             text = storage.read_text(storage.join(output, relative))
-            if relative.endswith(".jsonl"):
-                done.update(video_ids.read_id_lines(text))
-            else:
-                done.update(text.splitlines())
+            done.update(video_ids.read_id_lines(text, legacy=not relative.endswith(".jsonl")))
     return done
 
 
