@@ -9,7 +9,9 @@ last, `tagging.json`. Each appears whole or not at all; an output holding an ear
 files is refused unless --overwrite.
 """
 
+import contextlib
 import json
+import logging
 import re
 import secrets
 import sys
@@ -190,21 +192,23 @@ def _run_job(config: TagConfig, model, tagging_inputs, fps: float, staging: str,
     summary.update(input_kind=tagging_inputs.kind, fps=fps, top_k=config.top_k)
     summary.update(min_score=config.min_score, segment_seconds=config.segment_seconds)
     summary["smooth"] = config.smooth
-    total = len(tagging_inputs.videos) or tagging_inputs.records_total
+    total = len(tagging_inputs.videos) or tagging_inputs.records_total  # 0: gs:// records
+    shown = progress.Progress(PROG, total) if total else None
+    token = shown.token if shown else ""
     pipeline = pipeline or beam.Pipeline(options=PipelineOptions(list(config.beam_args)))
-    with progress.Progress(PROG, total) as shown:
-        embed = None
-        if tagging_inputs.kind == "videos":
-            embed = decode_embed.DecodeAndEmbed(
-                model.specs,
-                pca_paths={spec.name: spec.pca for spec in model.specs},
-                frames_per_batch=config.frames_per_batch,
-                max_frames=0,  # the whole video
-                keep_thumbnails=True,
-                faults=faults,
-                progress_token=shown.token,
-            )
-        tagging_steps.build_graph(pipeline, settings, tagging_inputs, summary, shown.token, embed)
+    embed = None
+    if tagging_inputs.kind == "videos":
+        embed = decode_embed.DecodeAndEmbed(
+            model.specs,
+            pca_paths={spec.name: spec.pca for spec in model.specs},
+            frames_per_batch=config.frames_per_batch,
+            max_frames=0,  # the whole video
+            keep_thumbnails=True,
+            faults=faults,
+            progress_token=token,
+        )
+    tagging_steps.build_graph(pipeline, settings, tagging_inputs, summary, token, embed)
+    with shown or contextlib.nullcontext():
         try:
             pipeline.run().wait_until_finish()
         except UsageError as error:  # raised in a step (a damaged record file)
@@ -238,6 +242,8 @@ def print_summary(summary: dict, config: TagConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = build_parser().parse(argv)
     cli.quiet(args.verbose)
+    if not args.verbose:  # a step's error is ours to report, in one line, not Beam's log
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
     def tag() -> int:
         config = config_from_flags(args, beam_args)

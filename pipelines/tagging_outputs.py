@@ -115,7 +115,8 @@ def write_predictions(pairs: list[tuple[str, str]], folder: str) -> None:
 
 def write_summary(counts: dict, top_scores: list[float], folder: str, summary: dict) -> None:
     counts = {"seen": 0, "tagged": 0, "failed": 0, **counts}
-    body = {**summary, "counts": counts, "top_score": max(top_scores, default=None)}
+    top_score = short_float(max(top_scores)) if top_scores else None
+    body = {**summary, "counts": counts, "top_score": top_score}
     text = json.dumps(body, indent=2, sort_keys=True) + "\n"
     storage.write_text(storage.join(folder, SUMMARY_FILE), text)
 

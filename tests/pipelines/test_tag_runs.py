@@ -13,7 +13,7 @@ import tensorflow as tf
 from features import lease, records
 from pipelines import tag_videos
 from pipelines.config import FaultPlan
-from tests import browser
+from tests import browser, gcs_emulator
 from tests.extraction import frame_records
 from tests.pipelines.test_tag_videos import model, one_line_error, tag  # noqa: F401 (fixture)
 
@@ -171,8 +171,10 @@ def test_help_is_quick_and_needs_no_tensorflow_or_beam():
         "    print('EXIT', done.code, time.perf_counter() - start)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "--frames_per_batch" in done.stdout and "(default: 32)" in done.stdout
-    assert "--input_kind" in done.stdout and "--overwrite" in done.stdout
+    text = " ".join(done.stdout.split())  # argparse wraps lines
+    assert "--frames_per_batch FRAMES_PER_BATCH frames per CNN batch" in text
+    assert "(formerly --batch_size) (default: 32)" in text
+    assert "--input_kind" in text and "--overwrite" in text
     _, code, seconds = done.stdout.strip().splitlines()[-1].split()
     assert code == "0" and float(seconds) < 1.0
 
@@ -183,3 +185,23 @@ def test_flag_types_reject_what_cannot_work(capsys):
         with pytest.raises(SystemExit):
             tag_videos.main(args)
         assert flag in one_line_error(capsys)
+
+
+def test_a_bucket_model_and_output_record_the_url_and_link_thumbnails(
+    model,  # noqa: F811
+    extracted,
+    gcs_bucket,
+):
+    model_url = f"{gcs_bucket}/tagging/model"
+    gcs_emulator.upload_tree(model, model_url)
+    output = f"{gcs_bucket}/tagging/tags"
+    videos = str(extracted.library / "stripes" / "*.mp4")
+    assert tag_videos.main(["--model", model_url, "--input", videos, "--output", output]) == 0
+    summary = json.loads(gcs_emulator.read(f"{output}/tagging.json"))
+    assert summary["model"] == model_url  # not the local copy the launcher read
+    names = gcs_emulator.list_names(output)
+    thumbnails = [name for name in names if name.startswith("report/thumbnails/")]
+    assert len(thumbnails) == summary["counts"]["tagged"] == summary["counts"]["seen"] > 0
+    page = gcs_emulator.read(f"{output}/report/index.html").decode()
+    assert page.count('<img class="thumb"') == len(thumbnails)
+    assert not [name for name in names if name.startswith((".tagging-", lease.LEASE_FILE))]
