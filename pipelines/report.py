@@ -45,9 +45,10 @@ def encode_thumbnail(frame: np.ndarray, display_size: tuple[int, int] | None) ->
     return encoded.getvalue()
 
 
-def write_report(output: str) -> str:
+def write_report(output: str, shown_as: str = "") -> str:
     """Writes `<output>/report/index.html` from a tag_videos output (a folder or gs:// prefix)
-    and returns its path; the page is written whole or not at all.
+    and returns its path; the page is written whole or not at all. The header names
+    `shown_as` (default `output`): where the files will be once a staged run is committed.
 
     tags.parquet is required; segments.parquet and failed-*.jsonl are optional because a run
     may have no segment head or no failures. Only thumbnails present under the output are
@@ -61,7 +62,8 @@ def write_report(output: str) -> str:
     segments = _read_parquet(segments_path) if storage.exists(segments_path) else None
     thumbnail_dir = storage.join(output, REPORT_DIR, THUMBNAIL_DIR)
     thumbnails = {path.rsplit("/", 1)[-1] for path in storage.match(f"{thumbnail_dir}/*.jpg")}
-    page = render_report(tags, segments, _read_failures(output), thumbnails, output)
+    failures = _read_failures(output)
+    page = render_report(tags, segments, failures, thumbnails, shown_as or output)
     index_path = storage.join(output, REPORT_DIR, "index.html")
     storage.write_text(index_path, page)
     return index_path

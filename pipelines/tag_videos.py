@@ -160,7 +160,7 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
         _run_job(config, model, tagging_inputs, fps, staging, run_id, pipeline, faults)
         if faults is not None and faults.fail_before_commit:
             raise RuntimeError("FaultPlan.fail_before_commit: failing before the commit")
-        report.write_report(staging)
+        report.write_report(staging, shown_as=config.output)
         summary = storage.read_text(storage.join(staging, tagging_outputs.SUMMARY_FILE))
         tagging_outputs.commit(staging, config.output)
     return json.loads(summary)

@@ -20,6 +20,7 @@ COUNTS = "counts"
 SEGMENTS = "segments"
 PREDICTIONS = "predictions"
 TOP_SCORE = "top_score"
+TAG_ERROR = "tag_error"  # the pooling model failed on this video
 PREDICTION_TOP_K = 20  # Kaggle's VideoId,LabelConfidencePairs carries up to 20 pairs
 
 
@@ -108,13 +109,22 @@ class TagVideo(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, failure)
             return
         frames_per_segment = max(1, round(settings.segment_seconds * settings.fps))
-        scores = tagging.score_video(
-            self._scorer,
-            dequantize(video.quantized),
-            settings.max_frames,
-            frames_per_segment,
-            settings.smooth,
-        )
+        try:
+            scores = tagging.score_video(
+                self._scorer,
+                dequantize(video.quantized),
+                settings.max_frames,
+                frames_per_segment,
+                settings.smooth,
+            )
+            if not np.isfinite(scores.video).all() or not np.isfinite(scores.segments).all():
+                raise ValueError("the model gave non-finite scores")
+        except Exception as error:  # noqa: BLE001 -- one video fails, as RunInference's handler
+            detail = f"{type(error).__name__}: {error}"
+            yield beam.pvalue.TaggedOutput(
+                FAILED, Failure(video.path, video.video_id, TAG_ERROR, detail)
+            )
+            return
         tags = list(self._video_rows(video, scores.video))
         yield from tags
         yield from self._segment_rows(video, scores.segments, frames_per_segment)

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from features import lease, records
-from pipelines import tag_videos
+from pipelines import tag_videos, tagging_steps
 from pipelines.config import FaultPlan
 from tests import browser, gcs_emulator
 from tests.extraction import frame_records
@@ -205,3 +205,37 @@ def test_a_bucket_model_and_output_record_the_url_and_link_thumbnails(
     page = gcs_emulator.read(f"{output}/report/index.html").decode()
     assert page.count('<img class="thumb"') == len(thumbnails)
     assert not [name for name in names if name.startswith((".tagging-", lease.LEASE_FILE))]
+
+
+def test_a_video_the_cnn_or_the_model_fails_on_fails_alone(model, extracted, tmp_path, monkeypatch):  # noqa: F811
+    """An exception in the CNN (raw videos) or NaN scores from the pooling model (records)
+    put that one video in the dead letter; the others are tagged."""
+    stripes = sorted((extracted.library / "stripes").glob("*.mp4"))
+    failing = stripes[0].stem
+    config = tag_videos.TagConfig(
+        model=str(model),
+        input=str(extracted.library / "stripes" / "*.mp4"),
+        output=str(tmp_path / "raw"),
+    )
+    counts = tag_videos.run(config, faults=FaultPlan(fail_embed_ids=frozenset({failing})))["counts"]
+    assert counts["tagged"] == len(stripes) - 1 and counts["failed_by_reason/embed_error"] == 1
+    score_video = tagging_steps.tagging.score_video
+
+    def nan_for_one(scorer, frames, *args):
+        scores = score_video(scorer, frames, *args)
+        return (
+            scores
+            if len(frames) != len(first.features["rgb"])
+            else type(scores)(np.full_like(scores.video, np.nan), scores.segments)
+        )
+
+    first = frame_records(extracted.output)[0]
+    lengths = [len(record.features["rgb"]) for record in frame_records(extracted.output)]
+    monkeypatch.setattr(tagging_steps.tagging, "score_video", nan_for_one)
+    records = str(extracted.output / "frame/*.tfrecord")
+    summary = tag(model, records, tmp_path / "records")
+    failed = lengths.count(len(first.features["rgb"]))
+    assert summary["counts"]["failed_by_reason/tag_error"] == failed
+    assert summary["counts"]["tagged"] == len(lengths) - failed
+    (dead_letter,) = (tmp_path / "records").glob("failed-*.jsonl")
+    assert "non-finite scores" in dead_letter.read_text()
