@@ -60,14 +60,15 @@ def errors(url: str) -> Iterator[None]:
 
     try:
         yield
-    except exceptions.NotFound as error:
-        raise FileNotFoundError(errno.ENOENT, f"No such object ({error.message})", url) from None
-    except exceptions.Forbidden as error:
-        raise PermissionError(errno.EACCES, f"Permission denied ({error.message})", url) from None
+    except exceptions.NotFound:
+        raise FileNotFoundError(errno.ENOENT, "No such object", url) from None
+    except exceptions.Forbidden:
+        raise PermissionError(errno.EACCES, "Permission denied", url) from None
     except exceptions.GoogleAPICallError as error:
-        raise OSError(errno.EIO, f"GCS error: {error.message}", url) from None
-    except exceptions.RetryError as error:
-        raise OSError(errno.ETIMEDOUT, f"GCS unreachable: {error.message}", url) from None
+        reason = f"GCS error {error.code} ({type(error).__name__})"
+        raise OSError(errno.EIO, reason, url) from None
+    except exceptions.RetryError:
+        raise OSError(errno.ETIMEDOUT, "GCS unreachable (retries timed out)", url) from None
 
 
 def bucket_exists(url: str) -> bool:
