@@ -5,7 +5,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import tensorflow as tf
@@ -94,8 +94,8 @@ def train(
     try:
         features = resolve_features(config, train_pattern, eval_pattern)
         model_config = build_model_config(config, features)
+        check_not_empty(config, features, train_pattern, eval_pattern)
         train_dataset, eval_dataset = datasets(config, features, train_pattern, eval_pattern)
-        check_not_empty(config, train_dataset, eval_dataset, train_pattern)
         return _fit_and_write(
             config, output, features, model_config, (train_dataset, eval_dataset), callbacks
         )
@@ -144,7 +144,7 @@ def _fit_and_write(
         history=history,
     )
     model_dir.write_train_config(output, train_config)  # last: marks the directory complete
-    if work_dir != output:
+    if work_dir != output and os.path.isdir(os.path.join(work_dir, "logs")):
         storage.upload_dir(os.path.join(work_dir, "logs"), storage.join(output, "logs"))
     checkpoint.delete_checkpoints(output)
     return metrics
@@ -231,7 +231,11 @@ def build_model_config(config: TrainPoolConfig, features: Features) -> ModelConf
 
 
 def datasets(
-    config: TrainPoolConfig, features: Features, train_pattern: str, eval_pattern: str
+    config: TrainPoolConfig,
+    features: Features,
+    train_pattern: str,
+    eval_pattern: str,
+    shuffle_training: bool = True,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """(train, eval): --eval_data, else a stable hash hold-out of --train_data."""
     common = {
@@ -251,25 +255,26 @@ def datasets(
         return data.frame_dataset(pattern, training=training, **common, **split, **extra)
 
     if eval_pattern:
-        return make(train_pattern, True), make(eval_pattern, False)
+        return make(train_pattern, shuffle_training), make(eval_pattern, False)
     holdout = {"eval_fraction": config.eval_fraction}
     return (
-        make(train_pattern, True, split="train", **holdout),
+        make(train_pattern, shuffle_training, split="train", **holdout),
         make(train_pattern, False, split="eval", **holdout),
     )
 
 
 def check_not_empty(
-    config: TrainPoolConfig,
-    train_dataset: tf.data.Dataset,
-    eval_dataset: tf.data.Dataset,
-    train_pattern: str,
+    config: TrainPoolConfig, features: Features, train_pattern: str, eval_pattern: str
 ) -> None:
-    """Fails up front when either side of the split holds no video (reads until one)."""
-    if not inputs.is_empty(eval_dataset) and not inputs.is_empty(train_dataset):
+    """Fails up front when either side of the split holds no video. Reads unshuffled, one
+    video at a time, until each side shows one (the whole data only when one is empty)."""
+    probe = replace(config, batch_size=1, sample_frames=0)
+    train_probe, eval_probe = datasets(probe, features, train_pattern, eval_pattern, False)
+    eval_empty = inputs.is_empty(eval_probe)
+    if not eval_empty and not inputs.is_empty(train_probe):
         return
     total = inputs.count_records(tf.io.gfile.glob(train_pattern))
-    if inputs.is_empty(eval_dataset):
+    if eval_empty:
         if config.eval_data:
             where, fix = f"--eval_data {config.eval_data}", "pass records that hold videos"
         else:
