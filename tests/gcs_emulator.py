@@ -94,6 +94,11 @@ def list_names(url: str) -> list[str]:
     return sorted(blob.name[len(prefix.rstrip("/")) + 1 :] for blob in blobs)
 
 
+def write(url: str, data: bytes) -> None:
+    bucket_name, name = url.removeprefix("gs://").split("/", 1)
+    client().bucket(bucket_name).blob(name).upload_from_string(data)
+
+
 def read(url: str) -> bytes:
     bucket_name, name = url.removeprefix("gs://").split("/", 1)
     return client().bucket(bucket_name).blob(name).download_as_bytes()
