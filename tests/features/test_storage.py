@@ -124,6 +124,11 @@ def test_walk_files_names_an_unreadable_file(tmp_path):
     assert dict(storage.walk_files(str(tmp_path))) == {str(secret): "Permission denied"}
 
 
+def test_walk_files_names_a_special_file_without_blocking_on_it(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")
+    assert dict(storage.walk_files(str(tmp_path))) == {f"{tmp_path}/pipe.mp4": "not a regular file"}
+
+
 def test_paths_join_and_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert storage.absolute("x") == f"{tmp_path}/x" and storage.absolute("gs://b/x") == "gs://b/x"
