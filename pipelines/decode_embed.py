@@ -31,8 +31,18 @@ EMBED_ERROR = "embed_error"
 READ_ERROR = "read_error"
 
 
+def beam_key(video_id: str) -> bytes:
+    """A video id as Beam keys it: bytes, since Beam's str coder refuses the surrogate
+    escapes a path that is not UTF-8 brings (`caf\\xe9.mp4`); the original bytes survive."""
+    return video_id.encode("utf-8", "surrogateescape")
+
+
+def video_id_of(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
 class DecodeFrames(beam.DoFn):
-    """Streams a video's sampled frames as chunks keyed by (video id, first frame index),
+    """Streams a video's sampled frames as chunks keyed by (beam_key, first frame index),
     then its DecodeSummary; a video that yields no frame is a Failure instead."""
 
     def __init__(
@@ -64,7 +74,7 @@ class DecodeFrames(beam.DoFn):
                 ):
                     for frame in chunk.frames if picker else ():
                         picker.add(frame)
-                    yield (video.video_id, chunk.start_index), chunk.frames
+                    yield (beam_key(video.video_id), chunk.start_index), chunk.frames
         except frames.VideoDecodeError as error:
             yield beam.pvalue.TaggedOutput(
                 FAILED, Failure(video.path, video.video_id, error.reason, str(error))
@@ -84,7 +94,7 @@ class DecodeFrames(beam.DoFn):
             display_size=(report.height, report.width),
             thumbnail=picker.middle() if picker else None,
         )
-        yield beam.pvalue.TaggedOutput(SUMMARY, (video.video_id, summary))
+        yield beam.pvalue.TaggedOutput(SUMMARY, (beam_key(video.video_id), summary))
 
 
 class WhitenAndQuantize(beam.DoFn):
@@ -98,10 +108,10 @@ class WhitenAndQuantize(beam.DoFn):
     def setup(self) -> None:
         self._pca = PcaTransform.load_npz(io.BytesIO(storage.read_bytes(self._pca_path)))
 
-    def process(self, keyed: KeyedFeatures) -> Iterator[tuple[str, QuantizedChunk]]:
-        (video_id, start_index), features = keyed
+    def process(self, keyed: KeyedFeatures) -> Iterator[tuple[bytes, QuantizedChunk]]:
+        (key, start_index), features = keyed
         if isinstance(features, str):
-            yield video_id, QuantizedChunk(start_index, None, None, error=features)
+            yield key, QuantizedChunk(start_index, None, None, error=features)
             return
         try:
             whitened = self._pca.apply(features)  # [n, K] float32
@@ -110,7 +120,7 @@ class WhitenAndQuantize(beam.DoFn):
             )
         except ValueError as error:  # NaN features, or a PCA of another width
             chunk = QuantizedChunk(start_index, None, None, error=str(error))
-        yield video_id, chunk
+        yield key, chunk
 
 
 def concatenate_chunks(chunks: Iterable[QuantizedChunk]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,17 +139,17 @@ class AssembleVideo(beam.DoFn):
         self._ok = beam.metrics.Metrics.counter(NAMESPACE, "videos_ok")
         self._frames = beam.metrics.Metrics.counter(NAMESPACE, "frames")
 
-    def process(self, joined: tuple[str, dict]) -> Iterator:
-        video_id, sides = joined
+    def process(self, joined: tuple[bytes, dict]) -> Iterator:
+        _, sides = joined
         summaries = [list(sides[summary_key(name)]) for name in self._names]
         if all(summaries):  # else a stream failed to decode: its Failure is out already
-            yield from self._video_or_failure(video_id, summaries, sides)
+            yield from self._video_or_failure(summaries[0][0], sides)
 
-    def _video_or_failure(self, video_id: str, summaries: list, sides: dict) -> Iterator:
-        summary: DecodeSummary = summaries[0][0]
+    def _video_or_failure(self, summary: DecodeSummary, sides: dict) -> Iterator:
         errors = [chunk.error for name in self._names for chunk in sides[name] if chunk.error]
         if errors:
-            failure = Failure(summary.video.path, video_id, EMBED_ERROR, errors[0])
+            video = summary.video
+            failure = Failure(video.path, video.video_id, EMBED_ERROR, errors[0])
             yield beam.pvalue.TaggedOutput(FAILED, failure)
         else:
             yield self._assemble(summary, sides)

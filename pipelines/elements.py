@@ -4,9 +4,6 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf import json_format
-
-from framevlad_proto import framevlad_pb2
 
 
 @dataclass(frozen=True)
@@ -63,12 +60,9 @@ class Failure:
     detail: str
 
     def to_json_line(self, run_id: str) -> str:
-        message = framevlad_pb2.FailedInput(
-            path=self.path,
-            video_id=self.video_id,
-            reason=self.reason,
-            detail=self.detail,
-            run_id=run_id,
-        )
-        as_dict = json_format.MessageToDict(message, preserving_proto_field_name=True)
-        return json.dumps(as_dict, sort_keys=True)
+        """One framevlad.FailedInput as a JSON line. Written with json, not json_format: a
+        path may hold bytes that are not UTF-8 (surrogate escapes), which a proto string
+        refuses and a JSON `\\udcXX` escape keeps, so the line leads back to the file."""
+        fields = {"path": self.path, "video_id": self.video_id, "reason": self.reason}
+        fields |= {"detail": self.detail, "run_id": run_id}
+        return json.dumps(fields, sort_keys=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from features import storage, video_ids
+from features import storage
 from features.formats import FRAME_DIR, RECORD_SUFFIX, VIDEO_DIR
 from features.labels import Vocabulary
 from framevlad_proto import framevlad_pb2
@@ -75,9 +75,7 @@ def build_pipeline(
         "frame_records": encoded.frame | "WriteFrames" >> WriteShards(frame_prefix, *shards),
         "video_records": encoded[VIDEO_LEVEL] | "WriteVideos" >> WriteShards(video_prefix, *shards),
         "failed_records": write_failures(failures, config.output, config.run_id),
-        "ok_ids_files": write_lines(
-            encoded[OK_ID] | "IdLines" >> beam.Map(video_ids.encode_id_line), ids_path, "Ids"
-        ),
+        "ok_ids_files": write_lines(encoded[OK_ID], ids_path, "Ids"),
     }
     counts = count_outcomes(failures, encoded[COUNTS])
     side_inputs = {key: beam.pvalue.AsList(paths) for key, paths in written.items()}

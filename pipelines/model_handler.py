@@ -23,7 +23,7 @@ from pipelines.config import FaultPlan
 
 NAMESPACE = "framevlad"
 MODEL_LOADS = "model_loads"
-ChunkKey = tuple[str, int]  # (video id, index of the chunk's first frame)
+ChunkKey = tuple[bytes, int]  # (decode_embed.beam_key of the id, the chunk's first frame)
 KeyedChunk = tuple[ChunkKey, np.ndarray]  # [n, H, W, 3] uint8 frames
 # The chunk's features [n, D] float32, or why they could not be computed.
 KeyedFeatures = tuple[ChunkKey, np.ndarray | str]
@@ -96,12 +96,13 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         return list(zip(keys, np.split(features, boundaries), strict=True))
 
     def _embed(self, embedder: FrameEmbedder, batch: Sequence[KeyedChunk]) -> np.ndarray:
-        failing = [key[0] for key, _ in batch if key[0] in self._faults.fail_embed_ids]
+        ids = [key[0].decode("utf-8", "surrogateescape") for key, _ in batch]
+        failing = [video_id for video_id in ids if video_id in self._faults.fail_embed_ids]
         if failing:
             raise RuntimeError(f"injected CNN failure for {failing[0]!r}")
         features = embedder.embed(np.concatenate([frames for _, frames in batch]))
         start = 0
-        for (video_id, _), frames in batch:
+        for video_id, (_, frames) in zip(ids, batch, strict=True):
             if video_id in self._faults.nan_embed_ids:
                 features[start : start + len(frames)] = np.nan
             start += len(frames)

@@ -7,10 +7,11 @@ from collections.abc import Iterable, Iterator, Sequence
 import apache_beam as beam
 import tensorflow as tf
 
-from features import records, storage
+from features import records, storage, video_ids
 from features.formats import FAILED_PREFIX
 from features.streams import FeatureSpec
 from pipelines.config import FaultPlan
+from pipelines.decode_embed import beam_key
 from pipelines.elements import EmbeddedVideo, Failure
 from pipelines.model_handler import NAMESPACE
 
@@ -24,9 +25,10 @@ class InjectedFaultError(RuntimeError):
     """A failure a test asked for through a FaultPlan."""
 
 
-def stable_hash(video_id: str) -> int:
+def stable_hash(video_id: str | bytes) -> int:
     """Process-independent hash: the same PCA sample and shard for an id on every run."""
-    return int.from_bytes(hashlib.sha1(video_id.encode("utf-8", "surrogateescape")).digest()[:8])
+    key = video_id if isinstance(video_id, bytes) else beam_key(video_id)
+    return int.from_bytes(hashlib.sha1(key).digest()[:8])
 
 
 def failure_counts(failure: Failure) -> Iterator[tuple[str, int]]:
@@ -68,8 +70,8 @@ def count_outcomes(failures: beam.PCollection, *counts: beam.PCollection) -> bea
 
 
 class EncodeRecords(beam.DoFn):
-    """EmbeddedVideo -> (id, frame-level record), and tagged: (id, video-level record), its
-    id (OK_ID) and counts."""
+    """EmbeddedVideo -> (beam_key, frame-level record), and tagged: (beam_key, video-level
+    record), its id as a done-ids line (OK_ID) and counts."""
 
     def __init__(self, specs: Sequence[FeatureSpec], faults: FaultPlan | None = None) -> None:
         self._keys = [(spec.name, spec.record_key, spec.mean_key) for spec in specs]
@@ -85,10 +87,11 @@ class EncodeRecords(beam.DoFn):
         video_id, labels = embedded.video.video_id, list(embedded.video.labels)
         frame_lists = {key: embedded.features[name] for name, key, _ in self._keys}
         means = {mean_key: embedded.means[name] for name, _, mean_key in self._keys}
-        yield video_id, records.encode_frame_example(video_id, labels, frame_lists)
+        key = beam_key(video_id)
+        yield key, records.encode_frame_example(video_id, labels, frame_lists)
         video_record = records.encode_video_example(video_id, labels, means)
-        yield beam.pvalue.TaggedOutput(VIDEO_LEVEL, (video_id, video_record))
-        yield beam.pvalue.TaggedOutput(OK_ID, video_id)
+        yield beam.pvalue.TaggedOutput(VIDEO_LEVEL, (key, video_record))
+        yield beam.pvalue.TaggedOutput(OK_ID, video_ids.encode_id_line(video_id))
         frames = len(next(iter(frame_lists.values())))
         yield beam.pvalue.TaggedOutput(COUNTS, ("ok", 1))
         yield beam.pvalue.TaggedOutput(COUNTS, ("frames", frames))
@@ -104,7 +107,7 @@ class _WriteShard(beam.DoFn):
         self._num_shards = num_shards
         self._suffix = suffix
 
-    def process(self, shard: tuple[int, Iterable[tuple[str, bytes]]]) -> Iterator[str]:
+    def process(self, shard: tuple[int, Iterable[tuple[bytes, bytes]]]) -> Iterator[str]:
         index, keyed_records = shard
         path = f"{self._prefix}-{index:05d}-of-{self._num_shards:05d}{self._suffix}"
         with storage.local_output(path) as local, tf.io.TFRecordWriter(local) as writer:

@@ -64,15 +64,18 @@ def test_hostile_ids_are_neither_duplicated_nor_lost(library, tmp_path):
     videos = sorted(library.glob("*/*.mp4"))
     growing = tmp_path / "library"
     growing.mkdir()
-    hostile = ["x\ny", "tab\there", 'quote"d', "comma,d"]
+    not_utf8 = os.fsdecode(b"caf\xe9")  # a Latin-1 file name
+    hostile = ["x\ny", "tab\there", 'quote"d', "comma,d", not_utf8]
     for name, video in zip(hostile, videos, strict=False):
         shutil.copy(video, growing / f"{name}.mp4")
+    (growing / f"{not_utf8}-notes.mp4").write_text("not a video")
     output = tmp_path / "features"
-    extract(growing, output)
+    (failure,) = extract(growing, output).failures
+    assert failure["video_id"] == f"{not_utf8}-notes" and failure["reason"] == "not_a_video"
     # "y" is the tail of the id "x\ny": a line-based id list would count it as done.
     shutil.copy(videos[-1], growing / "y.mp4")
     latest = extract(growing, output, "--skip_existing").manifest
-    assert latest["counts"]["ok"] == len(hostile) + 1
+    assert latest["counts"]["ok"] == len(hostile) + 1 and latest["counts"]["failed"] == 1
     assert sorted(ids_in_records(output)) == sorted([*hostile, "y"])
 
 

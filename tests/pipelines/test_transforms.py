@@ -46,15 +46,15 @@ def test_decode_frames_streams_keyed_chunks_then_a_summary(tmp_path):
         )
         shapes = decoded.chunks | beam.MapTuple(lambda key, frames: (key, frames.shape))
         expected = [
-            (("v", 0), (2, 32, 48, 3)),
-            (("v", 2), (2, 32, 48, 3)),
-            (("v", 4), (1, 32, 48, 3)),
+            ((b"v", 0), (2, 32, 48, 3)),
+            ((b"v", 2), (2, 32, 48, 3)),
+            ((b"v", 4), (1, 32, 48, 3)),
         ]
         assert_that(shapes, equal_to(expected), "chunks")
         summaries = decoded[SUMMARY] | beam.MapTuple(
             lambda video_id, summary: (video_id, summary.frames, summary.truncated)
         )
-        assert_that(summaries, equal_to([("v", 5, False)]), "summary")
+        assert_that(summaries, equal_to([(b"v", 5, False)]), "summary")
         reasons = decoded[FAILED] | beam.Map(lambda failure: (failure.video_id, failure.reason))
         assert_that(reasons, equal_to([("e", "empty_file"), ("gone", "read_error")]), "failed")
 
@@ -83,11 +83,11 @@ def test_assemble_orders_chunks_and_fails_a_video_with_a_failed_chunk():
         QuantizedChunk(0, np.full((2, 4), 7, np.uint8), ones),
     ]
     step = AssembleVideo(["rgb"])
-    (embedded,) = step.process(("v", {"rgb": chunks, summary_key("rgb"): [summary]}))
+    (embedded,) = step.process((b"v", {"rgb": chunks, summary_key("rgb"): [summary]}))
     assert embedded.features["rgb"][:, 0].tolist() == [7, 7, 9]
     np.testing.assert_allclose(embedded.means["rgb"], 4 / 3 * ones)
     broken = [*chunks, QuantizedChunk(3, None, None, error="quantize: 2 NaN values")]
-    (failure,) = step.process(("v", {"rgb": broken, summary_key("rgb"): [summary]}))
+    (failure,) = step.process((b"v", {"rgb": broken, summary_key("rgb"): [summary]}))
     assert failure.tag == FAILED and failure.value.reason == EMBED_ERROR
     assert failure.value.detail == "quantize: 2 NaN values"
 
@@ -97,9 +97,9 @@ def test_the_handler_fails_only_the_faulty_chunk_of_a_batch():
     handler = BackboneModelHandler(TINY, frames_per_batch=4, faults=faults)
     model = handler.load_model()
     frames = np.zeros((2, 64, 64, 3), np.uint8)
-    results = dict(handler.run_inference([(("good", 0), frames), (("bad", 0), frames)], model))
-    assert results[("good", 0)].shape == (2, 256)
-    assert "injected CNN failure" in results[("bad", 0)]
+    results = dict(handler.run_inference([((b"good", 0), frames), ((b"bad", 0), frames)], model))
+    assert results[(b"good", 0)].shape == (2, 256)
+    assert "injected CNN failure" in results[(b"bad", 0)]
     assert isinstance(model, LoadedBackbone) and model.take_uncounted_loads() == 0
 
 
