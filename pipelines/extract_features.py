@@ -53,13 +53,22 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--input", required=True, help="video folder (recursive), glob or gs://")
     parser.add_argument("--output", required=True, help="output folder or gs:// prefix")
+    add_stream_flags(parser)
+    add_output_flags(parser)
+    return parser
+
+
+def add_stream_flags(parser: Parser) -> None:
+    """How the rgb stream is computed: sampling, CNN, PCA."""
     parser.add_argument(
         "--fps", type=positive_float, default=DEFAULT_FPS, help="frames sampled per second"
     )
     parser.add_argument(
         "--max_frames", type=int_at_least(0), default=DEFAULT_MAX_FRAMES, help="0 = no cap"
     )
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=BACKBONE_NAMES)
+    parser.add_argument(
+        "--backbone", default=DEFAULT_BACKBONE, choices=BACKBONE_NAMES, help="frame CNN"
+    )
     parser.add_argument(
         "--weights",
         default="imagenet",
@@ -76,11 +85,18 @@ def build_parser() -> Parser:
         help="auto (reuse <output>/pca.npz, else fit), fit, or a pca.npz / YouTube-8M PCA folder",
     )
     parser.add_argument(
-        "--pca_dims", type=int_at_least(1), help=f"default: min({MAX_PCA_DIMS}, backbone dims)"
+        "--pca_dims", type=int_at_least(1), help=f"unset: min({MAX_PCA_DIMS}, backbone dims)"
     )
     parser.add_argument(
-        "--pca_sample_frames", type=int_at_least(2), default=DEFAULT_PCA_SAMPLE_FRAMES
+        "--pca_sample_frames",
+        type=int_at_least(2),
+        default=DEFAULT_PCA_SAMPLE_FRAMES,
+        help="frames sampled to fit the PCA",
     )
+
+
+def add_output_flags(parser: Parser) -> None:
+    """Labels, ids and how a run adds to an output."""
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--labels", default="", help="CSV `id,labels` (names or indices, ;-sep)")
     labels.add_argument(
@@ -105,7 +121,6 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--break_lease", action="store_true", help="take over a stale lease on --output"
     )
-    return parser
 
 
 def new_run_id() -> str:
