@@ -9,10 +9,8 @@ last, `tagging.json`. Each appears whole or not at all; an output holding an ear
 files is refused unless --overwrite.
 """
 
-import contextlib
 import json
 import logging
-import re
 import secrets
 import sys
 import time
@@ -46,18 +44,19 @@ class TagConfig:
     beam_args: tuple[str, ...] = ()
 
     def validate(self) -> "TagConfig":
+        """Every rule in one place; the parser's flag types check the same ranges first."""
+        finite, kinds = float("inf"), "|".join(INPUT_KINDS)
         rules = [
-            (self.input_kind in INPUT_KINDS, "--input_kind", f"one of {', '.join(INPUT_KINDS)}"),
-            (self.top_k >= 1, "--top_k", "an integer >= 1"),
-            (0.0 <= self.min_score <= 1.0, "--min_score", "a probability in [0, 1]"),
-            (0.0 < self.segment_seconds < float("inf"), "--segment_seconds", "a number > 0"),
-            (self.smooth >= 1, "--smooth", "an integer >= 1"),
-            (self.frames_per_batch >= 1, "--frames_per_batch", "an integer >= 1"),
-            (0.0 < self.lease_timeout_s < float("inf"), "--lease_timeout", "seconds > 0"),
+            ("--input_kind", self.input_kind, self.input_kind in INPUT_KINDS, kinds),
+            ("--top_k", self.top_k, self.top_k >= 1, "an integer >= 1"),
+            ("--min_score", self.min_score, 0 <= self.min_score <= 1, "a probability in [0, 1]"),
+            ("--segment_seconds", self.segment_seconds, 0 < self.segment_seconds < finite, "> 0"),
+            ("--smooth", self.smooth, self.smooth >= 1, "an integer >= 1"),
+            ("--frames_per_batch", self.frames_per_batch, self.frames_per_batch >= 1, ">= 1"),
+            ("--lease_timeout", self.lease_timeout_s, 0 < self.lease_timeout_s < finite, "> 0"),
         ]
-        for holds, flag, wanted in rules:
+        for flag, value, holds, wanted in rules:
             if not holds:
-                value = getattr(self, flag[2:].replace("lease_timeout", "lease_timeout_s"))
                 raise UsageError("out of range", f"{flag} {value}", f"pass {wanted}")
         if self.output.rstrip("/") in (self.model.rstrip("/"), self.input.rstrip("/")):
             raise UsageError(
@@ -141,7 +140,7 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
 
     `pipeline` (e.g. a TestPipeline) replaces the one built from `config.beam_args`; faults
     make a test run fail where a real one might."""
-    from pipelines import report, tagging_outputs, tagging_plan
+    from pipelines import report, tagging_outputs, tagging_plan, tagging_steps
 
     config.validate()
     storage.check_bucket(config.output, "--output")
@@ -157,25 +156,30 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
     with lease.acquire(config.output, PROG, config.lease_timeout_s, config.break_lease, run_id):
         tagging_outputs.prepare_output(config.output, config.overwrite, keep=(lease.LEASE_FILE,))
         staging = tagging_outputs.staging_dir(config.output, run_id)
-        _run_job(config, model, tagging_inputs, fps, staging, run_id, pipeline, faults)
+        settings = _settings(config, model, fps, staging)
+        summary = {"run_id": run_id, "model": config.model, "input": config.input}
+        summary.update(input_kind=tagging_inputs.kind, fps=fps, top_k=config.top_k)
+        summary.update(min_score=config.min_score, segment_seconds=config.segment_seconds)
+        summary["smooth"] = config.smooth
+        tagging_steps.run_job(
+            pipeline or _pipeline(config.beam_args),
+            tagging_steps.TaggingJob(settings, tagging_inputs, model.specs, summary),
+            config.frames_per_batch,
+            faults,
+        )
         if faults is not None and faults.fail_before_commit:
             raise RuntimeError("FaultPlan.fail_before_commit: failing before the commit")
         report.write_report(staging, shown_as=config.output)
-        summary = storage.read_text(storage.join(staging, tagging_outputs.SUMMARY_FILE))
+        written = storage.read_text(storage.join(staging, tagging_outputs.SUMMARY_FILE))
         tagging_outputs.commit(staging, config.output)
-    return json.loads(summary)
+    return json.loads(written)
 
 
-def _run_job(config: TagConfig, model, tagging_inputs, fps: float, staging: str, run_id: str,
-             pipeline, faults: FaultPlan | None) -> None:  # fmt: skip
-    """Builds and runs the Beam job that stages every output of this run."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+def _settings(config: TagConfig, model, fps: float, staging: str):  # -> TagSettings
     from features.formats import RGB_KEY
-    from pipelines import decode_embed, progress, tagging_steps
+    from pipelines import tagging_steps
 
-    settings = tagging_steps.TagSettings(
+    return tagging_steps.TagSettings(
         model_url=config.model,
         staging=staging,
         feature_name=RGB_KEY,
@@ -188,32 +192,13 @@ def _run_job(config: TagConfig, model, tagging_inputs, fps: float, staging: str,
         smooth=config.smooth,
         label_names=model.label_names,
     )
-    summary = {"run_id": run_id, "model": config.model, "input": config.input}
-    summary.update(input_kind=tagging_inputs.kind, fps=fps, top_k=config.top_k)
-    summary.update(min_score=config.min_score, segment_seconds=config.segment_seconds)
-    summary["smooth"] = config.smooth
-    total = len(tagging_inputs.videos) or tagging_inputs.records_total  # 0: gs:// records
-    shown = progress.Progress(PROG, total) if total else None
-    token = shown.token if shown else ""
-    pipeline = pipeline or beam.Pipeline(options=PipelineOptions(list(config.beam_args)))
-    embed = None
-    if tagging_inputs.kind == "videos":
-        embed = decode_embed.DecodeAndEmbed(
-            model.specs,
-            pca_paths={spec.name: spec.pca for spec in model.specs},
-            frames_per_batch=config.frames_per_batch,
-            max_frames=0,  # the whole video
-            keep_thumbnails=True,
-            faults=faults,
-            progress_token=token,
-        )
-    tagging_steps.build_graph(pipeline, settings, tagging_inputs, summary, token, embed)
-    with shown or contextlib.nullcontext():
-        try:
-            pipeline.run().wait_until_finish()
-        except UsageError as error:  # raised in a step (a damaged record file)
-            step = re.compile(r" \[while running '[^']*'\]")
-            raise UsageError(step.sub("", error.what), error.where, error.fix) from None
+
+
+def _pipeline(beam_args: tuple[str, ...]):  # -> beam.Pipeline
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return beam.Pipeline(options=PipelineOptions(list(beam_args)))
 
 
 def print_summary(summary: dict, config: TagConfig) -> int:

@@ -1,6 +1,8 @@
 """tag_videos' job: read frame-level records or embed raw videos, score each video and its
 segments, and write every output whole into the run's staging folder."""
 
+import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -8,8 +10,11 @@ import apache_beam as beam
 import numpy as np
 
 from features import records, storage
+from features.cli import UsageError
 from features.quantize import dequantize
-from pipelines import progress, report, tagging_outputs, tagging_records
+from features.streams import FeatureSpec
+from pipelines import decode_embed, progress, report, tagging_outputs, tagging_records
+from pipelines.config import FaultPlan
 from pipelines.elements import EmbeddedVideo, Failure
 from pipelines.tagging_plan import TaggingInputs
 from pooling_models import tagging
@@ -168,6 +173,42 @@ class TagVideo(beam.DoFn):
                 row = {"id": video.video_id, "start_s": start_s, "end_s": end_s}
                 row.update(label_index=label, label_name=self._name(label), score=score)
                 yield beam.pvalue.TaggedOutput(SEGMENTS, row)
+
+
+@dataclass(frozen=True)
+class TaggingJob:
+    settings: TagSettings
+    inputs: TaggingInputs
+    specs: tuple[FeatureSpec, ...]  # of raw videos: how to embed them (the model's manifest)
+    summary: dict  # run id and settings, for tagging.json
+
+
+def run_job(
+    pipeline: beam.Pipeline, job: TaggingJob, frames_per_batch: int, faults: FaultPlan | None
+) -> None:
+    """Builds the job on `pipeline` and runs it to the end, with a progress line when the
+    number of videos is known; a damaged record file ends it as one UsageError."""
+    total = len(job.inputs.videos) or job.inputs.records_total  # 0: records in a bucket
+    shown = progress.Progress("tag_videos", total) if total else None
+    token = shown.token if shown else ""
+    embed = None
+    if job.inputs.kind == "videos":
+        embed = decode_embed.DecodeAndEmbed(
+            job.specs,
+            pca_paths={spec.name: spec.pca for spec in job.specs},
+            frames_per_batch=frames_per_batch,
+            max_frames=0,  # the whole video
+            keep_thumbnails=True,
+            faults=faults,
+            progress_token=token,
+        )
+    build_graph(pipeline, job.settings, job.inputs, job.summary, token, embed)
+    with shown or contextlib.nullcontext():
+        try:
+            pipeline.run().wait_until_finish()
+        except UsageError as error:  # Beam appends the step's name to the first argument
+            what = re.sub(r" \[while running '[^']*'\]", "", error.what)
+            raise UsageError(what, error.where, error.fix) from None
 
 
 def build_graph(
