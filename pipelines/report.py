@@ -22,6 +22,13 @@ THUMBNAIL_QUALITY = 85
 GOLDEN_ANGLE_DEGREES = 137.508  # neighbouring label indices get far-apart hues
 
 
+def printable(text: str) -> str:
+    """An id or path as tag_videos writes it in text (CSV, Parquet, HTML): bytes of a file
+    name that are not UTF-8 (surrogate escapes) become `\\xNN`, so every output stays
+    valid UTF-8 and the name still shows which file it was."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def thumbnail_name(video_id: str) -> str:
     """File name of a video's thumbnail: ids may hold '/', '..' or be too long for a file."""
     return hashlib.sha1(video_id.encode("utf-8")).hexdigest() + ".jpg"
@@ -110,7 +117,7 @@ def _read_failures(output: str) -> list[dict[str, str]]:
             if line.strip():
                 row = json.loads(line)
                 keys = ("path", "video_id", "reason", "detail")
-                failures.append({key: str(row.get(key, "")) for key in keys})
+                failures.append({key: printable(str(row.get(key, ""))) for key in keys})
     return sorted(failures, key=lambda row: (row["path"], row["video_id"]))
 
 

@@ -135,10 +135,10 @@ class TagVideo(beam.DoFn):
         yield from self._segment_rows(video, scores.segments, frames_per_segment)
         top = tagging.top_labels(scores.video, PREDICTION_TOP_K, 0.0)
         pairs = " ".join(f"{label} {tagging_outputs.score_text(score)}" for label, score in top)
-        yield beam.pvalue.TaggedOutput(PREDICTIONS, (video.video_id, pairs))
+        yield beam.pvalue.TaggedOutput(PREDICTIONS, (report.printable(video.video_id), pairs))
         yield beam.pvalue.TaggedOutput(TOP_SCORE, float(scores.video.max()))
         if video.thumbnail is not None:
-            name = report.thumbnail_name(video.video_id)
+            name = report.thumbnail_name(report.printable(video.video_id))
             jpeg = report.encode_thumbnail(video.thumbnail, video.display_size)
             folder = storage.join(settings.staging, report.REPORT_DIR, report.THUMBNAIL_DIR)
             storage.write_bytes(storage.join(folder, name), jpeg)
@@ -153,8 +153,8 @@ class TagVideo(beam.DoFn):
         top = tagging.top_labels(scores, self._settings.top_k, self._settings.min_score)
         for rank, (label, score) in enumerate(top, start=1):
             yield {
-                "id": video.video_id,
-                "path": video.path,
+                "id": report.printable(video.video_id),
+                "path": report.printable(video.path),
                 "rank": rank,
                 "label_index": label,
                 "label_name": self._name(label),
@@ -170,7 +170,7 @@ class TagVideo(beam.DoFn):
             start_s = index * frames_per_segment / settings.fps
             end_s = min((index + 1) * frames_per_segment / settings.fps, duration_s)
             for label, score in tagging.top_labels(scores, settings.top_k, settings.min_score):
-                row = {"id": video.video_id, "start_s": start_s, "end_s": end_s}
+                row = {"id": report.printable(video.video_id), "start_s": start_s, "end_s": end_s}
                 row.update(label_index=label, label_name=self._name(label), score=score)
                 yield beam.pvalue.TaggedOutput(SEGMENTS, row)
 
