@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import keras
 
 from features import storage
+from features.cli import UsageError
 
 CHECKPOINT_DIR = "checkpoint"
 _WEIGHTS_FILE = "state.weights.h5"
@@ -76,10 +77,20 @@ def _problem(folder: str) -> str:
 
 
 def restore(model: keras.Model, checkpoint: Checkpoint) -> None:
-    """Loads weights and optimizer state into a compiled model."""
+    """Loads weights and optimizer state into a compiled model; UsageError when the
+    checkpoint was written by a model of another shape (the rerun changed its flags)."""
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # its variables must exist to load
-    model.load_weights(storage.stage_file(storage.join(checkpoint.folder, _WEIGHTS_FILE)))
+    path = storage.stage_file(storage.join(checkpoint.folder, _WEIGHTS_FILE))
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError) as error:
+        first_line = (str(error) or type(error).__name__).splitlines()[0]
+        raise UsageError(
+            f"the checkpoint does not fit this model ({first_line})",
+            f"--resume {checkpoint.folder}",
+            "rerun with the interrupted run's flags, or pass --overwrite to start over",
+        ) from None
 
 
 def delete_checkpoints(output: str) -> None:

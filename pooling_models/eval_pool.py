@@ -58,7 +58,8 @@ def run(config: EvalPoolConfig) -> dict[str, float]:
     storage.check_bucket(config.predictions, "--predictions")
     storage.check_bucket(config.metrics_output, "--metrics_output")
     files = inputs.matched_files(config.eval_data, "--eval_data")
-    inputs.check_level(files, model_config.data_level, "--eval_data", config.eval_data)
+    sizes = dict(zip(model_config.feature_names, model_config.feature_sizes, strict=True))
+    inputs.check_records(files, model_config.data_level, sizes, "--eval_data", config.eval_data)
     common = {
         "feature_names": model_config.feature_names,
         "feature_sizes": model_config.feature_sizes,

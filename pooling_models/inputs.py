@@ -30,39 +30,60 @@ def matched_files(pattern: str, flag: str) -> list[str]:
     return files
 
 
-def record_level(path: str) -> str:
-    """ "frame" (SequenceExample with feature lists), "video" (Example), or "" when the file
-    holds no record. Reads the first record's framing itself: no TensorFlow op needed.
+def first_record(path: str) -> tf.train.SequenceExample | None:
+    """The file's first record, parsed as a SequenceExample (None: no readable record).
+    Reads the TFRecord framing itself; no TensorFlow op needed.
 
     An Example's bytes also parse as a SequenceExample (its features land in the context),
-    so a record without any feature list is taken as video-level."""
+    so a record without any feature list is a video-level one."""
     with storage.open_read(path) as source:
         header = source.read(12)
         if len(header) < 12:
-            return ""
+            return None
         (length,) = struct.unpack("<Q", header[:8])
         payload = source.read(length)
     if len(payload) < length:
-        return ""  # truncated: the reader names the file and offset later
+        return None  # truncated: the reader names the file and offset later
     try:
-        example = tf.train.SequenceExample.FromString(payload)
+        return tf.train.SequenceExample.FromString(payload)
     except Exception:  # noqa: BLE001 -- protobuf's DecodeError; not a record we know
-        return ""
-    return "frame" if example.feature_lists.feature_list else "video"
+        return None
 
 
-def check_level(files: list[str], expected: str, flag: str, pattern: str) -> None:
-    """UsageError when the first file's records are of the other level."""
-    found = record_level(files[0])
-    if found and found != expected:
-        fix = _LEVEL_FIX[expected]
-        if expected == "frame":
+def check_records(
+    files: list[str], level: str, sizes: dict[str, int], flag: str, pattern: str
+) -> None:
+    """UsageError when the first record is of the other level (frame vs video), lacks one
+    of the features, or holds another number of values per frame than `sizes` says."""
+    record = first_record(files[0])
+    if record is None:
+        return
+    where = f"{flag} {pattern}"
+    found = "frame" if record.feature_lists.feature_list else "video"
+    if found != level:
+        fix = _LEVEL_FIX[level]
+        if level == "frame":
             fix += ", or evaluate a video-level model (--data_level video) on mean_rgb"
-        raise UsageError(
-            f"{found}-level records where {expected}-level records are needed",
-            f"{flag} {pattern}",
-            fix,
-        )
+        what = f"{found}-level records where {level}-level records are needed"
+        raise UsageError(what, where, fix)
+    for name, size in sizes.items():
+        held = record.feature_lists.feature_list if level == "frame" else record.context.feature
+        if name not in held:
+            what = f"the records hold no feature {name!r} (they hold {', '.join(sorted(held))})"
+            raise UsageError(what, where, "pass records with it, or other --feature_names")
+        got = _values_per_frame(record, name, level)
+        if got is not None and got != size:
+            what = f"feature {name!r} holds {got} values per frame, the model takes {size}"
+            raise UsageError(what, where, "pass records extracted with the same PCA dims")
+
+
+def _values_per_frame(record: tf.train.SequenceExample, name: str, level: str) -> int | None:
+    if level == "video":
+        return len(record.context.feature[name].float_list.value)
+    frames = record.feature_lists.feature_list[name].feature
+    if not frames or not frames[0].bytes_list.value:
+        return None
+    return len(frames[0].bytes_list.value[0])
 
 
 def count_records(files: list[str]) -> int:

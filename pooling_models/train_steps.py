@@ -86,13 +86,17 @@ def train(
     storage.check_bucket(config.eval_data, "--eval_data")
     train_files = inputs.matched_files(config.train_data, "--train_data")
     eval_files = inputs.matched_files(config.eval_data, "--eval_data") if config.eval_data else []
-    inputs.check_level(train_files, config.data_level, "--train_data", config.train_data)
+    inputs.check_records(train_files, config.data_level, {}, "--train_data", config.train_data)
     if eval_files:
-        inputs.check_level(eval_files, config.data_level, "--eval_data", config.eval_data)
+        inputs.check_records(eval_files, config.data_level, {}, "--eval_data", config.eval_data)
     train_pattern = storage.stage_glob(config.train_data)
     eval_pattern = storage.stage_glob(config.eval_data) if config.eval_data else ""
     try:
         features = resolve_features(config, train_pattern, eval_pattern)
+        sizes = dict(zip(features.names, features.sizes, strict=True))
+        inputs.check_records(
+            train_files, config.data_level, sizes, "--train_data", config.train_data
+        )
         model_config = build_model_config(config, features)
         check_not_empty(config, features, train_pattern, eval_pattern)
         train_dataset, eval_dataset = datasets(config, features, train_pattern, eval_pattern)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from features.cli import UsageError
 from pooling_models import checkpoint
 from pooling_models.builder import build_model
 from pooling_models.model_config import ModelConfig
@@ -95,3 +96,12 @@ def test_an_interrupted_write_leaves_the_last_checkpoint(tmp_path, monkeypatch):
 
 def test_no_checkpoint(tmp_path):
     assert checkpoint.latest_checkpoint(str(tmp_path)) == (None, [])
+
+
+def test_a_checkpoint_of_another_model_is_one_usage_error(tmp_path):
+    train(compiled_model(), str(tmp_path), 1)
+    found, _ = checkpoint.latest_checkpoint(str(tmp_path))
+    other = build_model(ModelConfig(pooling="mean", num_classes=5, feature_sizes=(4,)))
+    other.compile(optimizer="adam", loss="binary_crossentropy")
+    with pytest.raises(UsageError, match="does not fit this model"):
+        checkpoint.restore(other, found)

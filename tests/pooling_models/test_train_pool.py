@@ -303,3 +303,24 @@ def test_eval_pool_writes_into_the_bucket_of_a_gs_model(
     rows = list(csv.reader(io.StringIO(gcs_emulator.read(predictions).decode())))
     assert rows[0] == ["VideoId", "LabelConfidencePairs"] and len(rows) == EVAL_VIDEOS + 1
     assert not (local / "eval_metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ({"rgb": np.zeros((3, 16), np.uint8)}, "feature 'rgb' holds 16 values per frame"),
+        ({"audio": np.zeros((3, 32), np.uint8)}, "the records hold no feature 'rgb'"),
+    ],
+)
+def test_records_that_do_not_fit_the_model_are_one_line(
+    netvlad_model, tmp_path, capsys, features, message
+):
+    import tensorflow as tf
+
+    from features.records import encode_frame_example
+
+    path = tmp_path / "other.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(encode_frame_example("v", [1], features))
+    assert eval_pool.main(["--model", str(netvlad_model), "--eval_data", str(path)]) == 2
+    assert message in one_error_line(capsys)
