@@ -77,18 +77,21 @@ def _temp_name(path: str) -> str:
 
 
 def _write_temp(path: str, data: bytes) -> str:
-    """Writes `data` whole and fsynced to a temp file beside `path`; returns its name."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    """Writes `data` whole and fsynced to a temp file beside `path`; returns its name.
+    An OSError (disk full, read-only folder) names `path`, the file the user knows."""
     temp = _temp_name(path)
-    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(handle, "wb") as sink:
             sink.write(data)
             sink.flush()
             os.fsync(sink.fileno())
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(temp)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise type(error)(error.errno, error.strerror, path) from None
         raise
     return temp
 

@@ -25,10 +25,19 @@ def test_a_write_that_fails_midway_keeps_the_old_file_and_no_temp(tmp_path, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", lambda fd: disk_full(fd, b""))
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as raised:
         storage.write_bytes(str(path), b"new")
+    assert raised.value.filename == str(path)  # the file the user knows, not the temp name
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["pca.npz"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes everywhere")
+def test_a_read_only_folder_names_the_file(tmp_path):
+    tmp_path.chmod(0o555)
+    with pytest.raises(PermissionError) as raised:
+        storage.write_bytes(str(tmp_path / "a.json"), b"{}")
+    assert raised.value.filename == str(tmp_path / "a.json")
 
 
 def test_local_output_moves_only_on_success(tmp_path):
