@@ -339,6 +339,10 @@ def local_output(path: str) -> Iterator[str]:
         else:
             _fsync(temp)
             os.replace(temp, path)
+    except OSError as error:
+        if error.errno is None or not str(error.filename or "").startswith(temp_dir):
+            raise
+        raise type(error)(error.errno, error.strerror, path) from None  # name the real file
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
