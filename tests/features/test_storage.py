@@ -53,9 +53,11 @@ def test_local_output_moves_only_on_success(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "v1"
     assert os.listdir(tmp_path) == ["model.keras"]
-    with pytest.raises(OSError, match="No space") as raised:
-        with storage.local_output(str(target)) as temp:
-            raise OSError(28, "No space left on device", temp)
+    with (
+        pytest.raises(OSError, match="No space") as raised,
+        storage.local_output(str(target)) as temp,
+    ):
+        raise OSError(28, "No space left on device", temp)
     assert raised.value.filename == str(target)
 
 
