@@ -151,6 +151,8 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
         raise UsageError(
             f"cannot tag raw videos: {model.no_videos_reason}", f"--model {config.model}", fix
         )
+    if tagging_inputs.kind == "videos":
+        tagging_plan.check_video_model(model)
     fps = tagging_plan.features_fps(model, tagging_inputs, config.input)
     run_id = new_run_id()
     with lease.acquire(config.output, PROG, config.lease_timeout_s, config.break_lease, run_id):

@@ -129,11 +129,14 @@ def prepare_output(output: str, overwrite: bool, keep: Sequence[str] = ()) -> No
     """Leaves `output` free of earlier runs' files, or refuses it with a one-line reason.
 
     Staging folders of runs that died are deleted always (the caller holds the output's
-    lease, so no live run owns them); an earlier run's outputs only with `overwrite`.
-    Files tag_videos did not write are never deleted. `keep` names files to leave (the
-    lease)."""
+    lease, so no live run owns them), and so are outputs without a tagging.json (a commit
+    that was cut short: no run is complete there); a committed run's outputs only with
+    `overwrite`. Files tag_videos did not write are never deleted. `keep` names files to
+    leave (the lease)."""
     if not storage.is_remote(output) and os.path.isfile(output):
         raise UsageError("is a file", f"--output {output}", "name a folder")
+    if not storage.exists(output):
+        return
     prefix = output.rstrip("/") + "/"
     files = [path for path, _ in storage.walk_files(output) if path[len(prefix) :] not in keep]
     stale = [path for path in files if path[len(prefix) :].startswith(STAGING_PREFIX)]
@@ -148,7 +151,7 @@ def prepare_output(output: str, overwrite: bool, keep: Sequence[str] = ()) -> No
             f"--output {output}",
             "choose an empty or new folder (--overwrite replaces only tag_videos' own files)",
         )
-    if not overwrite:
+    if not overwrite and any(path[len(prefix) :] == SUMMARY_FILE for path in files):
         raise UsageError(
             f"holds an earlier run's outputs ({len(files)} files)",
             f"--output {output}",

@@ -75,6 +75,24 @@ def load_model(url: str) -> TaggingModel:
     )
 
 
+def check_video_model(model: TaggingModel) -> None:
+    """Raw videos need the backbone weights and PCA file the model's manifest names: checked
+    here, so that a missing one is one line before any decoding, not a worker's traceback."""
+    from features import backbones
+
+    where = f"--model {model.url}"
+    for spec in model.specs:
+        try:
+            backbones.resolve_weights(spec.backbone, storage.stage_file(spec.weights), spec.seed)
+        except (backbones.BackboneError, FileNotFoundError) as error:
+            what = f"the {spec.name} stream's {spec.backbone} weights cannot be loaded: {error}"
+            fix = "restore the weights file its manifest names (or the Keras cache for imagenet)"
+            raise UsageError(what, where, fix) from None
+        if not storage.exists(spec.pca):
+            fix = "copy the features' PCA file into the model directory, or retrain"
+            raise UsageError(f"{spec.pca} is missing", where, fix)
+
+
 def features_fps(model: TaggingModel, tagging: TaggingInputs, input_arg: str) -> float:
     """Frames per second of the features tagged, which segment times need: the model's
     manifest, else (records input) the records' own manifest, else YouTube-8M's 1 fps,

@@ -104,6 +104,14 @@ def test_an_earlier_run_is_refused_without_overwrite_and_deleted_with_it(tmp_pat
     assert sorted(path.name for path in tmp_path.iterdir()) == [".lease.json"]
 
 
+def test_outputs_of_a_commit_cut_short_are_not_a_run_and_go_without_overwrite(tmp_path):
+    write_run(tmp_path)
+    (tmp_path / "tagging.json").unlink()  # the commit marker was never written
+    tagging_outputs.prepare_output(str(tmp_path), overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+    tagging_outputs.prepare_output(str(tmp_path / "not_yet"), overwrite=False)
+
+
 def test_files_of_others_are_never_deleted(tmp_path):
     write_run(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")

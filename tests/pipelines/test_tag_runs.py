@@ -2,6 +2,7 @@
 the commit, a held lease, hostile ids, damaged or wrong records and flags out of range."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -241,3 +242,12 @@ def test_a_video_the_cnn_or_the_model_fails_on_fails_alone(model, extracted, tmp
     assert summary["counts"]["tagged"] == len(lengths) - failed
     (dead_letter,) = (tmp_path / "records").glob("failed-*.jsonl")
     assert "non-finite scores" in dead_letter.read_text()
+
+
+def test_a_model_missing_its_pca_cannot_tag_raw_videos(model, extracted, tmp_path, capsys):  # noqa: F811
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    (broken / "pca.npz").unlink()
+    args = ["--model", str(broken), "--input", str(extracted.library / "stripes")]
+    assert tag_videos.main([*args, "--output", str(tmp_path / "tags")]) == 2
+    assert f"{broken}/pca.npz is missing (--model {broken})" in one_line_error(capsys)
