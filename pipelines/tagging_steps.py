@@ -16,10 +16,10 @@ from features.streams import FeatureSpec
 from pipelines import decode_embed, progress, report, tagging_outputs, tagging_records
 from pipelines.config import FaultPlan
 from pipelines.elements import EmbeddedVideo, Failure
+from pipelines.model_handler import NAMESPACE
 from pipelines.tagging_plan import TaggingInputs
 from pooling_models import tagging
 
-NAMESPACE = "framevlad"
 FAILED = "failed"
 COUNTS = "counts"
 SEGMENTS = "segments"
@@ -62,6 +62,7 @@ class ReadFrameRecords(beam.DoFn):
     def __init__(self, feature_name: str, progress_token: str) -> None:
         self._feature_name = feature_name
         self._progress_token = progress_token
+        self._frames = beam.metrics.Metrics.counter(NAMESPACE, "frames")
 
     def process(self, path: str) -> Iterator:
         with storage.open_read(path) as source:
@@ -74,6 +75,7 @@ class ReadFrameRecords(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(FAILED, Failure(path, "", "bad_record", detail))
                     continue
                 frames = record.features[self._feature_name]
+                self._frames.inc(len(frames))
                 progress.report(self._progress_token, len(frames))
                 yield TaggableVideo(record.video_id, "", frames)
 
@@ -277,6 +279,7 @@ def failure_counts(failure: Failure) -> Iterator[tuple[str, int]]:
 
 def write_failures(failures: list[Failure], folder: str, run_id: str) -> None:
     """The dead letter, `failed-<run_id>.jsonl`: one JSON line per input that failed."""
+    beam.metrics.Metrics.counter(NAMESPACE, "videos_failed").inc(len(failures))
     ordered = sorted(failures, key=lambda failure: (failure.path, failure.video_id))
     text = "".join(failure.to_json_line(run_id) + "\n" for failure in ordered)
     storage.write_text(storage.join(folder, f"failed-{run_id}.jsonl"), text)
