@@ -15,6 +15,16 @@ class VideoInput:
     labels: tuple[int, ...]
     labeled: bool  # False when --labels has no row for this id
 
+    def to_json_line(self) -> str:
+        """JSON escapes any id or path (newlines, bytes that are not UTF-8), one per line."""
+        fields = {"id": self.video_id, "path": self.path, "labels": list(self.labels)}
+        return json.dumps({**fields, "labeled": self.labeled}, sort_keys=True)
+
+    @classmethod
+    def from_json_line(cls, line: str) -> "VideoInput":
+        fields = json.loads(line)
+        return cls(fields["id"], fields["path"], tuple(fields["labels"]), fields["labeled"])
+
 
 @dataclass(frozen=True)
 class DecodeSummary:

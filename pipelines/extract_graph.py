@@ -29,18 +29,38 @@ from pipelines.transforms import (
     write_lines,
 )
 
+VIDEOS_PER_LIST = 1000
+
 
 @dataclass
 class RunPlan:
     """What the launcher decided before the job: the graph's inputs and manifest parts."""
 
     videos: list[VideoInput]
+    input_lists: list[str]  # where the launcher wrote `videos` for the workers to read
     failures: list[Failure]  # found before the job: unreadable, duplicate_id, unknown_label
     vocabulary: Vocabulary
     streams: tuple[framevlad_pb2.StreamInfo, ...]  # for the manifest
     pca_paths: dict[str, str]  # stream name -> pca.npz the workers read
     num_shards: int
     counts: dict[str, int] = field(default_factory=dict)  # seen, skipped, ... known up front
+
+
+def write_input_lists(output: str, run_id: str, videos: list[VideoInput]) -> list[str]:
+    """Hands the launcher's list of videos to the workers as files of VIDEOS_PER_LIST JSON
+    lines, `manifests/<run_id>-inputs-SSSSS.jsonl`, so that the job graph stays small however
+    large the library (a graph holding a 500k-video list would exceed Dataflow's limit)."""
+    paths = []
+    for start in range(0, len(videos), VIDEOS_PER_LIST):
+        chunk = videos[start : start + VIDEOS_PER_LIST]
+        path = storage.join(output, runs.MANIFESTS_DIR, f"{run_id}-inputs-{len(paths):05d}.jsonl")
+        storage.write_text(path, "".join(video.to_json_line() + "\n" for video in chunk))
+        paths.append(path)
+    return paths
+
+
+def read_input_list(path: str) -> list[VideoInput]:
+    return [VideoInput.from_json_line(line) for line in storage.read_text(path).splitlines()]
 
 
 def build_pipeline(
@@ -51,7 +71,12 @@ def build_pipeline(
     progress_token: str = "",
 ) -> None:
     """Adds the extraction steps to `pipeline`; the commit step runs once every file is final."""
-    videos = pipeline | "Videos" >> beam.Create(plan.videos)
+    videos = (
+        pipeline
+        | "InputLists" >> beam.Create(plan.input_lists)
+        | "ReadInputs" >> beam.FlatMap(read_input_list)
+        | "Spread" >> beam.Reshuffle()
+    )
     embedded, embed_failures = videos | "DecodeAndEmbed" >> DecodeAndEmbed(
         config.specs,
         plan.pca_paths,

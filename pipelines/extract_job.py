@@ -27,7 +27,7 @@ from features.streams import FeatureSpec, stream_info
 from framevlad_proto import framevlad_pb2
 from pipelines import runs
 from pipelines.config import ExtractConfig, FaultPlan
-from pipelines.extract_graph import RunPlan, build_pipeline
+from pipelines.extract_graph import RunPlan, build_pipeline, write_input_lists
 from pipelines.inputs import FoundInputs, ResolvedInput, find_inputs, no_videos_error
 from pipelines.labeling import choose_vocabulary, label_videos
 from pipelines.pca_fit import run_pca_fit, sample_videos
@@ -114,8 +114,10 @@ def plan_run(
         "conflicting_label_rows": labeled.conflicting_label_rows,
         **{f"skipped_extension/{ext}": n for ext, n in found.skipped_extension.items()},
     }
+    lists = [] if dry_run else write_input_lists(config.output, config.run_id, labeled.videos)
     return RunPlan(
         videos=labeled.videos,
+        input_lists=lists,
         failures=found.failures + labeled.failures,
         vocabulary=labeled.vocabulary,
         streams=tuple(streams),

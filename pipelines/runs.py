@@ -94,6 +94,7 @@ def set_aside_uncommitted(output: str, committed: set[str]) -> list[str]:
         storage.join(output, VIDEO_DIR, "*"),
         storage.join(output, f"{FAILED_PREFIX}-*"),
         storage.join(output, MANIFESTS_DIR, "*-ids-*"),
+        storage.join(output, MANIFESTS_DIR, "*-inputs-*"),
     ]
     prefix = output.rstrip("/") + "/"
     moved = []

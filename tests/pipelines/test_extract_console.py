@@ -33,3 +33,16 @@ def test_console_shows_progress_then_the_summary_and_no_noise(tmp_path):
     for noise in NOISE:
         assert noise not in done.stdout + done.stderr, noise
     assert done.stderr == ""
+
+
+def test_a_write_failure_during_the_run_is_one_line_on_the_console(tmp_path):
+    library = sample_videos(tmp_path / "library", 2)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "frame").write_text("a file where the frame-level shards must go")
+    command = [str(SCRIPT), *tiny_args(library, output, "--pca_dims", "8")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("extract_features: error: ") and str(output / "frame") in line
+    assert line.endswith("nothing was committed; rerun to resume")
