@@ -96,7 +96,7 @@ class TagVideo(beam.DoFn):
 
     def __init__(self, settings: TagSettings) -> None:
         self._settings = settings
-        self._model_loads = beam.metrics.Metrics.counter(NAMESPACE, "model_loads")
+        self._model_loads = beam.metrics.Metrics.counter(NAMESPACE, "tagging_model_loads")
         self._tagged = beam.metrics.Metrics.counter(NAMESPACE, "videos_tagged")
 
     def setup(self) -> None:
