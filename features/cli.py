@@ -213,6 +213,10 @@ def quiet(verbose: bool, prog: str = "") -> None:
     logging.getLogger().addFilter(_DropNoise())
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Beam logs a failing step's exception with its traceback before re-raising it; the
+    # script then reports the same error as one line.
+    for name in ("apache_beam.runners.common", "apache_beam.runners.worker"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _one_line_warning(prog: str) -> Callable[..., str]:
