@@ -9,6 +9,7 @@ Writes `<output>/frame/*.tfrecord` (SequenceExample: context id, labels; feature
 Flags are parsed and checked before TensorFlow or Beam is imported: `--help` is instant.
 """
 
+import os
 import secrets
 import sys
 import time
@@ -130,15 +131,23 @@ def new_run_id() -> str:
 def check_file_flag(flag: str, path: str) -> str:
     if path and not storage.exists(path):
         raise UsageError("no such file", f"{flag} {path}", "check the path")
+    if path and storage.is_dir(path):
+        raise UsageError("is a folder, not a file", f"{flag} {path}", "pass the CSV file")
     return path
 
 
 def check_output(output_arg: str) -> str:
-    """The output folder, refused before any work when it is a file or its bucket is missing."""
+    """The output folder, refused before any work when it (or a folder above it) is a file,
+    or its bucket is missing."""
     output = storage.absolute(output_arg).rstrip("/")
     storage.check_bucket(output, "--output")
-    if storage.exists(output) and not storage.is_dir(output):
-        raise UsageError("is a file, not a folder", f"--output {output_arg}", "pass a folder")
+    folder = output
+    while not storage.is_remote(folder) and not storage.exists(folder):
+        folder = os.path.dirname(folder)  # the first part of the path that exists
+    if storage.exists(folder) and not storage.is_dir(folder):
+        raise UsageError(
+            f"{folder} is a file, not a folder", f"--output {output_arg}", "pass a folder"
+        )
     return output
 
 

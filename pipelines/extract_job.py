@@ -140,8 +140,14 @@ def read_vocabulary(path: str) -> Vocabulary | None:
 
 
 def resolve_weights(spec: FeatureSpec) -> backbones.WeightsSource:
-    """Checks and hashes the weights (a gs:// file is staged once); records the URL as given."""
-    weights = backbones.resolve_weights(spec.backbone, storage.stage_file(spec.weights), spec.seed)
+    """Checks and hashes the weights (a gs:// file is staged once); records the URL as given.
+
+    A weights file is loaded once here: one that is not an HDF5 file or belongs to another
+    backbone fails now, in one line, rather than inside the job on every worker."""
+    local = storage.stage_file(spec.weights)
+    weights = backbones.resolve_weights(spec.backbone, local, spec.seed)
+    if weights.kind == "path":
+        backbones.build_backbone(spec.backbone, weights=local, seed=spec.seed)
     if storage.is_remote(spec.weights):
         weights = dataclasses.replace(weights, path=spec.weights)
     return weights

@@ -230,3 +230,25 @@ def test_a_cnn_or_quantizer_failure_fails_one_video_not_the_job(extracted, tmp_p
     assert {broken_cnn, nan_features}.isdisjoint(
         r.video_id for r in frame_records(tmp_path / "out")
     )
+
+
+def test_bad_files_behind_flags_fail_in_one_line_before_the_job(extracted, tmp_path, capsys):
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    bad_vocabulary = tmp_path / "vocabulary.csv"
+    bad_vocabulary.write_text("Idx,Nm\n0,cat\n")
+    cases = {
+        ("--weights", str(garbage)): f"--weights {garbage}: cannot load",
+        ("--labels", str(tmp_path / "folder")): "is a folder, not a file (--labels",
+        ("--vocabulary", str(bad_vocabulary)): "expected a header with Index,Name",
+        ("--id_root", str(tmp_path)): f"is not under the id root (--id_root {tmp_path})",
+    }
+    for flags, expected in cases.items():
+        assert exit_status(tiny_args(extracted.library, tmp_path / "out", *flags)) == 2
+        assert expected in one_line_error(capsys)
+    output_under_a_file = tmp_path / "a_file/out"
+    assert exit_status(tiny_args(extracted.library, output_under_a_file)) == 2
+    assert "a_file is a file, not a folder" in one_line_error(capsys)
+    assert not list(tmp_path.glob("out/frame/*"))
