@@ -66,7 +66,7 @@ def test_a_second_run_into_one_folder_shows_only_its_own_outputs(
     output = tmp_path_factory.mktemp("twice") / "tags"
     first = tag(model, extracted.library, output, "--segment_seconds", "2")
     assert first["counts"]["failed"] > 0 and list((output / "report/thumbnails").iterdir())
-    records = str(extracted.output / "frame/*.tfrecord")
+    records = str(extracted.output / "frame")  # a folder of records: told apart by content
     args = ["--model", str(model), "--input", records, "--output", str(output)]
     capsys.readouterr()
     assert tag_videos.main(args) == 2
@@ -74,7 +74,7 @@ def test_a_second_run_into_one_folder_shows_only_its_own_outputs(
     assert "earlier run" in error and "--overwrite" in error
     assert json.loads((output / "tagging.json").read_text())["run_id"] == first["run_id"]
     second = tag(model, records, output, "--overwrite")
-    assert second["counts"]["failed"] == 0
+    assert second["input_kind"] == "records" and second["counts"]["failed"] == 0
     assert not (output / "report/thumbnails").exists()
     assert {path.name for path in output.glob("failed-*")} == {f"failed-{second['run_id']}.jsonl"}
     dom = browser.dump_dom(output / "report/index.html")
@@ -128,6 +128,7 @@ def test_record_input_errors_are_one_line(model, extracted, tmp_path, capsys):  
         (["--input", truncated], f"truncated TFRecord ({truncated} at byte {offset})"),
         (["--input", str(extracted.output / "video/*.tfrecord")], "video-level records"),
         (["--input", str(extracted.library), "--input_kind", "records"], "not a TFRecord file"),
+        (["--input", str(extracted.output)], "matches TFRecords"),  # records beside pca.npz, ...
     ]
     for args, expected in cases:
         assert tag_videos.main([*base, *args]) == 2, args
