@@ -25,6 +25,8 @@ from features.cli import UsageError
 # Names of half-written files: never matched, listed or staged.
 TEMP_PREFIX = ".framevlad-tmp-"
 _WILDCARD = re.compile(r"[*?\[]")
+_GLOB_TOKEN = re.compile(r"\*\*/|\*\*|\*|\?|\[!?[^\]/]+\]|[^*?\[]+|\[")
+_GLOB_REGEX = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
 
 
 def is_remote(path: str) -> bool:
@@ -204,31 +206,17 @@ def _file_error(path: str) -> str:
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     """`*` and `?` stay within one folder; `**` crosses folders (`**/` also matches none)."""
-    out, index = [], 0
-    while index < len(pattern):
-        if pattern.startswith("**/", index):
-            out.append("(?:.*/)?")
-            index += 3
-        elif pattern.startswith("**", index):
-            out.append(".*")
-            index += 2
-        elif pattern[index] == "*":
-            out.append("[^/]*")
-            index += 1
-        elif pattern[index] == "?":
-            out.append("[^/]")
-            index += 1
-        elif pattern[index] == "[" and "]" in pattern[index + 2 :]:
-            end = pattern.index("]", index + 2)
-            body = pattern[index + 1 : end]
-            negate = body.startswith("!")
-            body = re.escape(body[1:] if negate else body).replace(r"\-", "-")
-            out.append(f"[^/{body}]" if negate else f"[{body}]")
-            index = end + 1
-        else:
-            out.append(re.escape(pattern[index]))
-            index += 1
-    return re.compile("".join(out))
+
+    def translate(token: str) -> str:
+        if token in _GLOB_REGEX:
+            return _GLOB_REGEX[token]
+        if token.startswith("[") and len(token) > 1:
+            negate = token.startswith("[!")
+            body = re.escape(token[2 if negate else 1 : -1]).replace(r"\-", "-")
+            return f"[^/{body}]" if negate else f"[{body}]"
+        return re.escape(token)
+
+    return re.compile("".join(translate(token) for token in _GLOB_TOKEN.findall(pattern)))
 
 
 def match(pattern: str) -> list[str]:

@@ -100,6 +100,7 @@ def test_match_star_stays_in_a_folder_and_double_star_crosses(tmp_path):
     ]
     assert storage.match(f"{root}/s?b/*") == [f"{root}/sub/c.mp4"]
     assert storage.match(f"{root}/[ab].*") == [f"{root}/a.mp4", f"{root}/b.txt"]
+    assert storage.match(f"{root}/[!a].*") == [f"{root}/b.txt"]
     assert storage.match(f"{root}/odd[1]/e.mp4") == [f"{root}/odd[1]/e.mp4"]  # literal first
     assert storage.match(f"{root}/*.avi") == [] and storage.match(f"{root}/none") == []
 
