@@ -66,11 +66,14 @@ def execute(
         show = runner in LOCAL_RUNNERS and not dry_run
         with Progress(PROG, len(plan.videos)) if show else _NoProgress() as shown:
             build_pipeline(pipeline, config, plan, faults, progress_token=shown.token)
-            if dry_run:
-                print(describe_job(config, options, plan))
-                if runner in LOCAL_RUNNERS:
-                    return None  # Dataflow validates a dry run's job; the local runner would run it
-            return run_to_end(pipeline)
+            if not dry_run:
+                return run_to_end(pipeline)
+            print(describe_job(config, options, plan))
+            if (
+                runner not in LOCAL_RUNNERS
+            ):  # Dataflow validates a dry run's job; locally it would run
+                run_to_end(pipeline)
+            return None
 
 
 def plan_run(
@@ -261,9 +264,13 @@ def step_error(error: BaseException) -> BaseException:
 
 def describe_job(config: ExtractConfig, options: PipelineOptions, plan: RunPlan) -> str:
     """What a dry run would submit."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
+    from apache_beam.options.pipeline_options import (
+        DebugOptions,
+        GoogleCloudOptions,
+        WorkerOptions,
+    )
 
-    workers = options.view_as(WorkerOptions)
+    workers, debug = options.view_as(WorkerOptions), options.view_as(DebugOptions)
     cloud = options.view_as(GoogleCloudOptions)
     lines = [
         f"runner:              {options.view_as(StandardOptions).runner or 'DirectRunner'}",
@@ -272,7 +279,10 @@ def describe_job(config: ExtractConfig, options: PipelineOptions, plan: RunPlan)
         f"output:              {config.output}",
         f"machine type:        {workers.machine_type}",
         f"workers:             {workers.num_workers} initial, {workers.max_num_workers} max",
+        f"service options:     {cloud.dataflow_service_options}",
         f"container image:     {workers.sdk_container_image}",
+        f"harness threads:     {debug.number_of_worker_harness_threads}",
+        f"experiments:         {debug.experiments}",
         f"backbone:            {config.rgb.backbone} ({config.rgb.weights}), "
         f"{config.frames_per_batch} frames per batch",
         f"pca:                 {plan.streams[0].pca.source}",
