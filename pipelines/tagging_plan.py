@@ -4,13 +4,12 @@ directory, and the input, matched and told apart (videos or frame-level records)
 Every check that can fail here fails with one line before any frame is decoded.
 """
 
-import os
 from dataclasses import dataclass
 
 from features import manifest, storage, streams
 from features.cli import UsageError, warn
 from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY, VOCABULARY_FILE
-from features.labels import Vocabulary
+from features.labels import LabelError, Vocabulary
 from pipelines import inputs, tagging_records
 from pipelines.elements import Failure, VideoInput
 
@@ -40,24 +39,21 @@ class TaggingInputs:
 
 
 def load_model(url: str) -> TaggingModel:
-    """Reads the model directory (staged once when it is a gs:// URL) and its manifest."""
+    """Reads the model directory's train_config.json, manifest and vocabulary (local or
+    gs://, through storage); errors name --model as given."""
     from pooling_models import model_dir
 
     where = f"--model {url}"
-    local = storage.stage_dir(url)
-    try:
-        train_config = model_dir.read_train_config(local)
-    except model_dir.ModelDirError:
-        fix = "pass a folder written by train_pool (model.keras, train_config.json)"
-        raise UsageError("not a train_pool model directory", where, fix) from None
+    train_config = model_dir.read_train_config(url)
     if train_config.model.data_level != "frame":
         fix = "tag with a frame-level model (train_pool on frame/*.tfrecord)"
         raise UsageError("a video-level model cannot tag frames", where, fix)
     feature_size = train_config.model.feature_sizes[0]
     specs: tuple[streams.FeatureSpec, ...] = ()
     fps, reason = 0.0, train_config.note or f"it has no {MANIFEST_FILE}"
-    if train_config.raw_video_tagging and os.path.isfile(os.path.join(local, MANIFEST_FILE)):
-        features = manifest.read_manifest(storage.join(url, MANIFEST_FILE))
+    manifest_path = storage.join(url, MANIFEST_FILE)
+    if train_config.raw_video_tagging and storage.exists(manifest_path):
+        features = manifest.read_manifest(manifest_path)
         specs, fps, reason = streams.specs_from_manifest(features, url), features.fps, ""
         rgb = {spec.name: spec for spec in specs}.get(RGB_KEY)
         if rgb is None or rgb.dims != feature_size:
@@ -68,7 +64,7 @@ def load_model(url: str) -> TaggingModel:
         url=url,
         max_frames=train_config.max_frames,
         feature_size=feature_size,
-        label_names=_label_names(local, url),
+        label_names=_label_names(url),
         specs=specs,
         fps=fps,
         no_videos_reason=reason,
@@ -110,11 +106,15 @@ def features_fps(model: TaggingModel, tagging: TaggingInputs, input_arg: str) ->
     return DEFAULT_FPS
 
 
-def _label_names(local: str, url: str) -> tuple[str, ...]:
-    path = os.path.join(local, VOCABULARY_FILE)
-    if not os.path.isfile(path):
+def _label_names(url: str) -> tuple[str, ...]:
+    path = storage.join(url, VOCABULARY_FILE)
+    if not storage.exists(path):
         return ()
-    return Vocabulary.from_csv(storage.read_text(path), source=f"{url}/{VOCABULARY_FILE}").names
+    try:
+        return Vocabulary.from_csv(storage.read_text(path), source=path).names
+    except LabelError as error:
+        fix = "restore it from the features' vocabulary.csv, or retrain"
+        raise UsageError(f"unreadable {VOCABULARY_FILE}: {error}", f"--model {url}", fix) from None
 
 
 def find_inputs(input_arg: str, kind: str) -> TaggingInputs:

