@@ -160,12 +160,19 @@ def pca_file(spec: FeatureSpec) -> str:
     return PCA_FILE if spec.name == RGB_KEY else f"pca_{spec.name}.npz"
 
 
+def named_buffer(path: str) -> io.BytesIO:
+    """A file's bytes in memory, named after it (errors that name their file then say which)."""
+    buffer = io.BytesIO(storage.read_bytes(path))
+    buffer.name = path
+    return buffer
+
+
 def load_pca_file(path: str, flag: str) -> PcaTransform:
     """A PCA that fails to load (a torn or foreign file) is one line naming it and the fix."""
     try:
         if storage.is_dir(path):  # YouTube-8M's mean/eigenvecs/eigenvals .npy folder
             return load_pca(storage.stage_dir(path))
-        return PcaTransform.load_npz(io.BytesIO(storage.read_bytes(path)))
+        return PcaTransform.load_npz(named_buffer(path))
     except FileNotFoundError:
         raise UsageError(
             "no such PCA file or folder", f"{flag} {path}", "use auto or fit"
@@ -226,9 +233,14 @@ def check_compatible(
 ) -> None:
     """--skip_existing adds to an output only in the same feature space and id scheme."""
     committed = latest.streams[0]
+    # Weights are the same when their content is (a cache path differs between machines).
+    same_weights = all(
+        getattr(committed.weights, field) == getattr(stream.weights, field)
+        for field in ("kind", "sha256", "seed")
+    )
     differs = {
         "id root": latest.id_root != config.id_root,
-        "backbone": committed.backbone != stream.backbone or committed.weights != stream.weights,
+        "backbone": committed.backbone != stream.backbone or not same_weights,
         "PCA": committed.pca.sha256 != stream.pca.sha256,
         "fps": latest.fps != config.rgb.fps,
     }

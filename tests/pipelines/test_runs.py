@@ -166,3 +166,17 @@ def test_disk_full_at_the_commit_is_one_line_and_a_rerun_resumes(
     monkeypatch.setattr(storage, "write_bytes", write_bytes)
     assert extract(library, output).manifest["counts"]["ok"] == VIDEOS
     assert len(set(ids_in_records(output))) == len(ids_in_records(output)) == VIDEOS
+
+
+def test_the_same_weights_from_another_path_are_the_same_feature_space(library, tmp_path):
+    from features.backbones import build_backbone
+
+    first, second = tmp_path / "a/tiny.weights.h5", tmp_path / "b/tiny.weights.h5"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    build_backbone("tiny", "random", seed=3).save_weights(str(first))
+    shutil.copy(first, second)
+    output = tmp_path / "features"
+    extract(library, output, "--weights", str(first))
+    latest = extract(library, output, "--weights", str(second), "--skip_existing").manifest
+    assert latest["counts"]["ok"] == VIDEOS and latest["weights"]["kind"] == "path"
