@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from features import lease, records
-from pipelines import tag_videos, tagging_steps
+from pipelines import tag_videos, tagging_records, tagging_steps
 from pipelines.config import FaultPlan
 from tests import browser, gcs_emulator
 from tests.extraction import frame_records
@@ -252,3 +252,22 @@ def test_a_model_missing_its_pca_cannot_tag_raw_videos(model, extracted, tmp_pat
     args = ["--model", str(broken), "--input", str(extracted.library / "stripes")]
     assert tag_videos.main([*args, "--output", str(tmp_path / "tags")]) == 2
     assert f"{broken}/pca.npz is missing (--model {broken})" in one_line_error(capsys)
+
+
+def test_a_damaged_record_file_met_while_reading_is_one_line(
+    model,  # noqa: F811
+    extracted,
+    tmp_path,
+    capsys,
+    monkeypatch,
+):
+    """gs:// record files are not scanned up front: the reader names the damage, the job
+    ends with one line and commits nothing."""
+    monkeypatch.setattr(tagging_records, "count_records", lambda path: 0)
+    truncated, offset = cut_shard(extracted, tmp_path)
+    args = ["--model", str(model), "--input", truncated, "--output", str(tmp_path / "tags")]
+    assert tag_videos.main(args) == 2
+    error = one_line_error(capsys)
+    assert f"truncated TFRecord ({truncated} at byte {offset})" in error
+    assert "nothing was committed" in error and "while running" not in error
+    assert not {path.name for path in (tmp_path / "tags").iterdir()} & OWN_OUTPUTS
