@@ -11,6 +11,7 @@ import hashlib
 import io
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
     SetupOptions,
@@ -69,10 +70,8 @@ def execute(
             if not dry_run:
                 return run_to_end(pipeline)
             print(describe_job(config, options, plan))
-            if (
-                runner not in LOCAL_RUNNERS
-            ):  # Dataflow validates a dry run's job; locally it would run
-                run_to_end(pipeline)
+            if runner not in LOCAL_RUNNERS:
+                run_to_end(pipeline)  # Dataflow validates a dry run; the local runner would run it
             return None
 
 
@@ -106,7 +105,9 @@ def plan_run(
     streams, pca_paths = [], {}
     for spec in config.specs:
         weights = resolve_weights(spec)
-        pca_info, pca_paths[spec.name] = prepare_pca(config, spec, options, found, dry_run)
+        pca_info, pca_paths[spec.name] = prepare_pca(
+            config, spec, options, found, dry_run, bool(committed)
+        )
         streams.append(stream_info(spec, weights, pca_info))
     if committed and not dry_run:
         check_compatible(config, committed[-1], streams[0])
@@ -191,10 +192,12 @@ def prepare_pca(
     options: PipelineOptions,
     found: FoundInputs,
     dry_run: bool,
+    committed: bool,
 ) -> tuple[framevlad_pb2.PcaInfo, str]:
     """Loads, reuses or fits the stream's PCA and leaves it in the output, whole.
 
-    Returns what the manifest records about it and its path in the output."""
+    The PCA of an output with committed runs is never replaced: its records were whitened
+    with it. Returns what the manifest records about the PCA and its path in the output."""
     output_pca = storage.join(config.output, pca_file(spec))
     info = framevlad_pb2.PcaInfo(file=pca_file(spec))
     fit = spec.pca == "fit" or (spec.pca == "auto" and not storage.exists(output_pca))
@@ -202,6 +205,12 @@ def prepare_pca(
         info.source = "fit (not run: dry run)" if fit else spec.pca
         info.output_dims = spec.dims
         return info, output_pca
+    if fit and committed:
+        raise UsageError(
+            "a new PCA fit would replace the one the committed runs' records were whitened with",
+            f"--pca {spec.pca} --skip_existing",
+            "pass --pca auto (or the committed runs' PCA file), or choose a new --output",
+        )
     if fit:
         sample = sample_videos(found.videos, spec, config.max_frames)
         pca, info.sample_frames = run_pca_fit(
@@ -219,13 +228,27 @@ def prepare_pca(
             f"--pca {spec.pca}",
             "pass a PCA fitted on this backbone, or --pca fit",
         )
-    if info.source not in ("fit", "reused"):
+    if committed and info.source != "reused":
+        if not same_pca(pca, load_pca_file(output_pca, "--pca auto")):
+            raise UsageError(
+                "this PCA differs from the one the committed runs' records were whitened with",
+                f"--pca {spec.pca} --skip_existing",
+                "pass --pca auto to reuse the committed one, or choose a new --output",
+            )
+        info.source = "reused"
+    elif info.source not in ("fit", "reused"):
         buffer = io.BytesIO()
         pca.save(buffer)
         storage.write_bytes(output_pca, buffer.getvalue())
     info.input_dims, info.output_dims, info.epsilon = pca.input_dims, pca.output_dims, pca.epsilon
     info.sha256 = hashlib.sha256(storage.read_bytes(output_pca)).hexdigest()
     return info, output_pca
+
+
+def same_pca(first: PcaTransform, second: PcaTransform) -> bool:
+    arrays = ("mean", "components", "eigenvalues")
+    same_arrays = all(np.array_equal(getattr(first, a), getattr(second, a)) for a in arrays)
+    return same_arrays and first.epsilon == second.epsilon
 
 
 def check_compatible(

@@ -180,3 +180,20 @@ def test_the_same_weights_from_another_path_are_the_same_feature_space(library, 
     extract(library, output, "--weights", str(first))
     latest = extract(library, output, "--weights", str(second), "--skip_existing").manifest
     assert latest["counts"]["ok"] == VIDEOS and latest["weights"]["kind"] == "path"
+
+
+def test_skip_existing_never_replaces_the_committed_pca(library, tmp_path, capsys):
+    output = tmp_path / "features"
+    extract(library, output)
+    committed = (output / "pca.npz").read_bytes()
+    other = tmp_path / "other"
+    extract(library, other, "--seed", "5")  # another feature space, another PCA
+    for pca in ("fit", str(other / "pca.npz")):
+        args = tiny_args(library, output, "--skip_existing", "--pca", pca)
+        assert exit_status(args) == 2
+        assert "committed runs' records were whitened with" in one_line_error(capsys)
+        assert (output / "pca.npz").read_bytes() == committed
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(committed)
+    latest = extract(library, output, "--skip_existing", "--pca", str(copy)).manifest
+    assert latest["counts"]["ok"] == VIDEOS and (output / "pca.npz").read_bytes() == committed
