@@ -68,6 +68,7 @@ def run(config: EvalPoolConfig) -> dict[str, float]:
         "training": False,
     }
     records = storage.stage_glob(config.eval_data)
+    inputs.check_framing(sorted(tf.io.gfile.glob(records)))
     if model_config.data_level == "frame":
         dataset = data.frame_dataset(records, max_frames=train_config.max_frames, **common)
     else:

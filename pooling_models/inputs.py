@@ -4,6 +4,7 @@ Each failure is a one-line UsageError naming the flag or file and the fix, inste
 TensorFlow traceback minutes into a run.
 """
 
+import os
 import re
 import struct
 
@@ -84,6 +85,28 @@ def _values_per_frame(record: tf.train.SequenceExample, name: str, level: str) -
     if not frames or not frames[0].bytes_list.value:
         return None
     return len(frames[0].bytes_list.value[0])
+
+
+def check_framing(files: list[str]) -> None:
+    """Walks each local file's TFRecord framing (lengths only, payloads skipped): a file
+    that ends inside a record is a one-line error naming it and the offset, before any
+    training. A record damaged inside (a flipped bit) is found by the reader later."""
+    for path in files:
+        size = os.path.getsize(path)
+        with open(path, "rb") as source:
+            offset = 0
+            while offset < size:
+                header = source.read(8)
+                end = offset + 16 + (struct.unpack("<Q", header)[0] if len(header) == 8 else size)
+                if end > size:
+                    raise UsageError(
+                        f"truncated TFRecord file: a record at byte {offset} runs past its "
+                        f"end at byte {size}",
+                        path,
+                        "re-extract it, or leave it out of the glob",
+                    )
+                offset = end
+                source.seek(offset)
 
 
 def count_records(files: list[str]) -> int:

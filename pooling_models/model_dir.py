@@ -87,12 +87,14 @@ def read_train_config(model_dir: str) -> TrainConfig:
 
 
 def load_model(model_dir: str) -> "keras.Model":
-    """Loads `<dir>/model.keras` (staged once when remote) with framevlad's layers."""
+    """Loads `<dir>/model.keras` (staged once when remote) with framevlad's layers, for
+    inference: uncompiled, so a mixed-precision run's optimizer state is not read."""
     import keras
 
     import pooling_models.builder  # noqa: F401  (registers the framevlad layers)
 
-    return keras.saving.load_model(storage.stage_file(storage.join(model_dir, MODEL_FILE)))
+    path = storage.stage_file(storage.join(model_dir, MODEL_FILE))
+    return keras.saving.load_model(path, compile=False)
 
 
 def save_model(model: "keras.Model", model_dir: str) -> None:

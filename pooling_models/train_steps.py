@@ -91,6 +91,8 @@ def train(
         inputs.check_records(eval_files, config.data_level, {}, "--eval_data", config.eval_data)
     train_pattern = storage.stage_glob(config.train_data)
     eval_pattern = storage.stage_glob(config.eval_data) if config.eval_data else ""
+    for pattern in filter(None, (train_pattern, eval_pattern)):
+        inputs.check_framing(sorted(tf.io.gfile.glob(pattern)))
     try:
         features = resolve_features(config, train_pattern, eval_pattern)
         sizes = dict(zip(features.names, features.sizes, strict=True))

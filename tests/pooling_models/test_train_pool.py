@@ -164,7 +164,7 @@ def test_a_hold_out_without_videos_is_one_line_up_front(libraries, tmp_path, cap
     assert not (tmp_path / "checkpoint").exists()  # nothing trained
 
 
-def test_corrupt_record_is_named_with_its_offset(libraries, tmp_path, capsys):
+def test_truncated_record_is_named_with_its_offset(netvlad_model, libraries, tmp_path, capsys):
     train, _ = libraries
     records = tmp_path / "records"
     records.mkdir()
@@ -175,7 +175,27 @@ def test_corrupt_record_is_named_with_its_offset(libraries, tmp_path, capsys):
     args += ["--feature_sizes", "32", "--eval_data", str(records / "*.tfrecord")]
     assert train_pool.main(args) == 2
     line = one_error_line(capsys)
-    assert "broken.tfrecord" in line and "records end at byte" in line
+    assert "broken.tfrecord" in line and "truncated TFRecord file: a record at byte" in line
+    assert f"end at byte {len(source) // 2}" in line
+    assert not (tmp_path / "model/checkpoint").exists()  # found before any training
+    data = str(records / "*.tfrecord")
+    assert eval_pool.main(["--model", str(netvlad_model), "--eval_data", data]) == 2
+    assert "broken.tfrecord" in one_error_line(capsys)
+
+
+def test_a_flipped_bit_is_named_by_the_reader(libraries, tmp_path, capsys):
+    train, _ = libraries
+    records = tmp_path / "records"
+    records.mkdir()
+    source = bytearray(sorted((train.output / "frame").glob("*.tfrecord"))[0].read_bytes())
+    source[len(source) // 2] ^= 0xFF
+    (records / "flipped.tfrecord").write_bytes(bytes(source))
+    args = train_args(train, tmp_path / "model", "--epochs", "1", "--num_classes", "4")
+    args[1] = str(records / "*.tfrecord")
+    args += ["--feature_sizes", "32", "--eval_data", str(records / "*.tfrecord")]
+    assert train_pool.main(args) == 2
+    line = one_error_line(capsys)
+    assert "flipped.tfrecord" in line and "records end at byte" in line
 
 
 def test_video_level_records_for_a_frame_model_are_one_line(
