@@ -14,6 +14,7 @@ features.storage. Light to import: Keras loads only inside `load_model` / `save_
 
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -93,8 +94,16 @@ def load_model(model_dir: str) -> "keras.Model":
 
     import pooling_models.builder  # noqa: F401  (registers the framevlad layers)
 
-    path = storage.stage_file(storage.join(model_dir, MODEL_FILE))
-    return keras.saving.load_model(path, compile=False)
+    url = storage.join(model_dir, MODEL_FILE)
+    try:
+        return keras.saving.load_model(storage.stage_file(url), compile=False)
+    except (ValueError, zipfile.BadZipFile, KeyError, TypeError) as error:
+        first_line = (str(error) or type(error).__name__).splitlines()[0]
+        raise ModelDirError(
+            f"{MODEL_FILE} cannot be loaded: {first_line}",
+            url,
+            "retrain into a fresh --output, or restore the file from a copy",
+        ) from None
 
 
 def save_model(model: "keras.Model", model_dir: str) -> None:

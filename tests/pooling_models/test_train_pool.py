@@ -344,3 +344,15 @@ def test_records_that_do_not_fit_the_model_are_one_line(
         writer.write(encode_frame_example("v", [1], features))
     assert eval_pool.main(["--model", str(netvlad_model), "--eval_data", str(path)]) == 2
     assert message in one_error_line(capsys)
+
+
+def test_a_damaged_model_file_is_one_line(netvlad_model, libraries, tmp_path, capsys):
+    local = tmp_path / "model"
+    shutil.copytree(netvlad_model, local)
+    keras_file = local / "model.keras"
+    keras_file.write_bytes(keras_file.read_bytes()[:1000])
+    _, held_out = libraries
+    data = str(held_out.output / "frame/*.tfrecord")
+    assert eval_pool.main(["--model", str(local), "--eval_data", data]) == 2
+    line = one_error_line(capsys)
+    assert "model.keras cannot be loaded" in line and str(keras_file) in line
