@@ -10,7 +10,6 @@ files is refused unless --overwrite.
 """
 
 import json
-import logging
 import secrets
 import sys
 import time
@@ -228,9 +227,7 @@ def print_summary(summary: dict, config: TagConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = build_parser().parse(argv)
-    cli.quiet(args.verbose)
-    if not args.verbose:  # a step's error is ours to report, in one line, not Beam's log
-        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+    cli.quiet(args.verbose, PROG)
 
     def tag() -> int:
         config = config_from_flags(args, beam_args)
