@@ -36,7 +36,7 @@ from extract_throughput import decode_only, run_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests/
 
-from features import storage  # noqa: E402
+from features import gcs  # noqa: E402
 from features.backbones import BACKBONES, build_backbone  # noqa: E402
 from features.embedder import FrameEmbedder  # noqa: E402
 from features.formats import MAX_PCA_DIMS  # noqa: E402
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             # Everything goes through the proxy, uploads too: each object's mediaLink then
             # names the proxy. Uploads and this process's manifest reads are not media GETs
             # of videos/, so they are not counted.
-            os.environ[storage.EMULATOR_ENV] = proxy_host
+            os.environ[gcs.EMULATOR_ENV] = proxy_host
             client().create_bucket(BUCKET)
             upload_tree(Path(corpus_dir), f"gs://{BUCKET}/{VIDEO_PREFIX}")
             traffic.take()

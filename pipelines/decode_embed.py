@@ -37,10 +37,6 @@ def beam_key(video_id: str) -> bytes:
     return video_id.encode("utf-8", "surrogateescape")
 
 
-def video_id_of(key: bytes) -> str:
-    return key.decode("utf-8", "surrogateescape")
-
-
 class DecodeFrames(beam.DoFn):
     """Streams a video's sampled frames as chunks keyed by (beam_key, first frame index),
     then its DecodeSummary; a video that yields no frame is a Failure instead."""

@@ -191,12 +191,14 @@ def config_from_args(args, beam_args: list[str]) -> ExtractConfig:
     return config
 
 
-def run(config: ExtractConfig, pipeline=None, faults: FaultPlan | None = None):
+def run(config: ExtractConfig, pipeline=None, faults: FaultPlan | None = None, wait: bool = True):
     """Runs one extraction (fitting the PCA first if needed) to its commit; returns the
-    PipelineResult (None for a dry run). Tests pass their own pipeline and a FaultPlan."""
+    PipelineResult (None for a dry run). Tests pass their own pipeline and a FaultPlan; a
+    Flex Template launcher passes wait=False and returns once the job is submitted (the job
+    then gives the output's lease back at its commit)."""
     from pipelines.extract_job import execute
 
-    return execute(config, pipeline, faults)
+    return execute(config, pipeline, faults, wait)
 
 
 def print_summary(output: str) -> None:

@@ -133,3 +133,4 @@ def commit_step(
     stream_infos = tuple(framevlad_pb2.StreamInfo.FromString(stream) for stream in streams)
     built = manifest.build_manifest(config, stream_infos, counts, vocabulary, written)
     runs.commit(config.output, built, vocabulary)
+    runs.release_lease(config.output, config.run_id)

@@ -41,38 +41,63 @@ LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
 
 
 def execute(
-    config: ExtractConfig, pipeline: beam.Pipeline | None, faults: FaultPlan | None
+    config: ExtractConfig,
+    pipeline: beam.Pipeline | None,
+    faults: FaultPlan | None,
+    wait: bool = True,
 ) -> beam.runners.runner.PipelineResult | None:
-    """Runs one extraction under the output's lease; None for a dry run."""
+    """Runs one extraction under the output's lease; None for a dry run.
+
+    The job gives the lease back at its commit. With `wait` False (a Flex Template launcher,
+    which must return once the job is submitted) the launcher keeps its hands off the lease
+    after submitting; a job that dies on Dataflow leaves it to --lease_timeout/--break_lease."""
     options = pipeline.options if pipeline is not None else PipelineOptions(config.beam_args)
     options.view_as(SetupOptions).save_main_session = False
-    dry_run = options.view_as(TestOptions).dry_run
-    with lease.acquire(
+    held = lease.acquire(
         config.output, PROG, config.lease_timeout_s, config.break_lease, run_id=config.run_id
-    ):
-        committed = runs.committed_runs(config.output)
-        if committed and not config.skip_existing:
-            raise UsageError(
-                f"holds {len(committed)} committed run(s)",
-                f"--output {config.output}",
-                "pass --skip_existing to add new videos to it, or choose another --output",
-            )
+    )
+    try:
+        result = run_leased(config, pipeline, options, faults, wait)
+    except BaseException:
+        held.release()
+        raise
+    if wait or result is None:
+        held.release()
+    return result
+
+
+def run_leased(
+    config: ExtractConfig,
+    pipeline: beam.Pipeline | None,
+    options: PipelineOptions,
+    faults: FaultPlan | None,
+    wait: bool,
+) -> beam.runners.runner.PipelineResult | None:
+    """Everything the lease guards: set-aside, plan, PCA, the job."""
+    dry_run = options.view_as(TestOptions).dry_run
+    committed = runs.committed_runs(config.output)
+    if committed and not config.skip_existing:
+        raise UsageError(
+            f"holds {len(committed)} committed run(s)",
+            f"--output {config.output}",
+            "pass --skip_existing to add new videos to it, or choose another --output",
+        )
+    if not dry_run:
+        moved = runs.set_aside_uncommitted(config.output, {run.run_id for run in committed})
+        if moved:
+            print(f"{PROG}: set aside {len(moved)} file(s) of unfinished runs")
+    plan = plan_run(config, options, committed, dry_run)
+    pipeline = pipeline or beam.Pipeline(options=options)
+    runner = options.view_as(StandardOptions).runner
+    show = runner in LOCAL_RUNNERS and not dry_run
+    with Progress(PROG, len(plan.videos)) if show else _NoProgress() as shown:
+        build_pipeline(pipeline, config, plan, faults, progress_token=shown.token)
         if not dry_run:
-            moved = runs.set_aside_uncommitted(config.output, {run.run_id for run in committed})
-            if moved:
-                print(f"{PROG}: set aside {len(moved)} file(s) of unfinished runs")
-        plan = plan_run(config, options, committed, dry_run)
-        pipeline = pipeline or beam.Pipeline(options=options)
-        runner = options.view_as(StandardOptions).runner
-        show = runner in LOCAL_RUNNERS and not dry_run
-        with Progress(PROG, len(plan.videos)) if show else _NoProgress() as shown:
-            build_pipeline(pipeline, config, plan, faults, progress_token=shown.token)
-            if not dry_run:
-                return run_to_end(pipeline)
-            print(describe_job(config, options, plan))
-            if runner not in LOCAL_RUNNERS:
-                run_to_end(pipeline)  # Dataflow validates a dry run; the local runner would run it
-            return None
+            return run_to_end(pipeline, wait)
+        print(describe_job(config, options, plan))
+        if runner not in LOCAL_RUNNERS:
+            run_to_end(pipeline, wait)  # Dataflow validates a dry run; locally it would run
+        return None
 
 
 def plan_run(
@@ -276,12 +301,13 @@ def check_compatible(
         )
 
 
-def run_to_end(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
-    """Runs the job and waits; a failure inside a step surfaces as its own error (Beam
-    wraps it in a RuntimeError whose text holds a whole traceback)."""
+def run_to_end(pipeline: beam.Pipeline, wait: bool = True) -> beam.runners.runner.PipelineResult:
+    """Runs the job (and waits for it); a failure inside a step surfaces as its own error
+    (Beam wraps it in a RuntimeError whose text holds a whole traceback)."""
     try:
         result = pipeline.run()
-        result.wait_until_finish()
+        if wait:
+            result.wait_until_finish()
     except Exception as error:  # noqa: BLE001 -- unwrapped below, or re-raised as is
         raise step_error(error) from None
     return result

@@ -5,12 +5,14 @@ last: a run without that file never happened, and the next run sets its shards a
 `<output>/uncommitted/<run_id>/`. `manifest.json` aggregates the committed runs.
 """
 
+import contextlib
 import glob
+import json
 import os
 import re
 import shutil
 
-from features import storage, video_ids
+from features import lease, storage, video_ids
 from features.formats import FAILED_PREFIX, FRAME_DIR, MANIFEST_FILE, VIDEO_DIR, VOCABULARY_FILE
 from features.labels import Vocabulary
 from features.manifest import manifest_to_json, read_manifest
@@ -83,6 +85,20 @@ def commit(output: str, run: framevlad_pb2.Manifest, vocabulary: Vocabulary) -> 
     storage.write_text(run_manifest_path(output, run.run_id), manifest_to_json(run))
     combined = aggregate(committed_runs(output))
     storage.write_text(storage.join(output, MANIFEST_FILE), manifest_to_json(combined))
+
+
+def release_lease(output: str, run_id: str) -> None:
+    """The job gives the output's lease back once it committed, so that a launcher that
+    returned after submitting (a Flex Template) leaves no lease behind; a lease that names
+    another run (broken and retaken meanwhile) is not ours to delete."""
+    path = storage.join(output, lease.LEASE_FILE)
+    try:
+        holder = json.loads(storage.read_bytes(path))
+    except (FileNotFoundError, ValueError):
+        return
+    if isinstance(holder, dict) and holder.get("run_id") == run_id:
+        with contextlib.suppress(FileNotFoundError):
+            storage.delete(path)
 
 
 def set_aside_uncommitted(output: str, committed: set[str]) -> list[str]:

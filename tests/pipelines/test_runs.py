@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from features import lease, storage
+from pipelines import extract_features
 from pipelines.config import FaultPlan
 from pipelines.transforms import InjectedFaultError
 from tests.extraction import (
@@ -20,6 +21,7 @@ from tests.extraction import (
     run_tiny,
     sample_videos,
     tiny_args,
+    tiny_config,
 )
 
 VIDEOS = 6
@@ -197,3 +199,12 @@ def test_skip_existing_never_replaces_the_committed_pca(library, tmp_path, capsy
     copy.write_bytes(committed)
     latest = extract(library, output, "--skip_existing", "--pca", str(copy)).manifest
     assert latest["counts"]["ok"] == VIDEOS and (output / "pca.npz").read_bytes() == committed
+
+
+def test_the_job_gives_the_lease_back_at_its_commit(library, tmp_path):
+    """A Flex Template launcher returns once the job is submitted (wait=False) and never
+    releases the lease; the job's commit step does."""
+    output = tmp_path / "features"
+    result = extract_features.run(tiny_config(library, output), wait=False)
+    result.wait_until_finish()
+    assert (output / "manifest.json").exists() and not (output / lease.LEASE_FILE).exists()
