@@ -9,10 +9,14 @@ Writes `<output>/frame/*.tfrecord` (SequenceExample: context id, labels; feature
 Flags are parsed and checked before TensorFlow or Beam is imported: `--help` is instant.
 """
 
+from __future__ import annotations
+
+import argparse
 import os
 import secrets
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from features import storage
 from features.cli import (
@@ -41,6 +45,9 @@ from features.streams import FeatureSpec
 from pipelines.beam_options import beam_option_names
 from pipelines.config import ExtractConfig, FaultPlan
 from pipelines.inputs import resolve_input
+
+if TYPE_CHECKING:
+    import apache_beam as beam
 
 PROG = "extract_features"
 
@@ -151,7 +158,7 @@ def check_output(output_arg: str) -> str:
     return output
 
 
-def config_from_args(args, beam_args: list[str]) -> ExtractConfig:
+def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractConfig:
     """Flags -> a checked ExtractConfig (reads the backbone registry: imports Keras)."""
     from features import backbones
 
@@ -191,7 +198,12 @@ def config_from_args(args, beam_args: list[str]) -> ExtractConfig:
     return config
 
 
-def run(config: ExtractConfig, pipeline=None, faults: FaultPlan | None = None, wait: bool = True):
+def run(
+    config: ExtractConfig,
+    pipeline: beam.Pipeline | None = None,
+    faults: FaultPlan | None = None,
+    wait: bool = True,
+) -> beam.runners.runner.PipelineResult | None:
     """Runs one extraction (fitting the PCA first if needed) to its commit; returns the
     PipelineResult (None for a dry run). Tests pass their own pipeline and a FaultPlan; a
     Flex Template launcher passes wait=False and returns once the job is submitted (the job

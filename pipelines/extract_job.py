@@ -7,11 +7,8 @@ the entry point imports this module only once flags are parsed.
 """
 
 import dataclasses
-import hashlib
-import io
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
     SetupOptions,
@@ -21,19 +18,17 @@ from apache_beam.options.pipeline_options import (
 
 from features import backbones, labels, lease, storage
 from features.cli import UsageError
-from features.formats import PCA_FILE, RGB_KEY
 from features.labels import Vocabulary
-from features.pca import PcaTransform, load_pca
 from features.streams import FeatureSpec, stream_info
 from framevlad_proto import framevlad_pb2
 from pipelines import runs
 from pipelines.config import ExtractConfig, FaultPlan
 from pipelines.extract_graph import RunPlan, build_pipeline, write_input_lists
-from pipelines.inputs import FoundInputs, ResolvedInput, find_inputs, no_videos_error
+from pipelines.inputs import ResolvedInput, find_inputs, no_videos_error
 from pipelines.labeling import choose_vocabulary, label_videos
-from pipelines.pca_fit import run_pca_fit, sample_videos
+from pipelines.pca_fit import prepare_pca
 from pipelines.progress import Progress
-from pipelines.transforms import InjectedFaultError
+from pipelines.transforms import run_to_end
 
 PROG = "extract_features"
 VIDEOS_PER_SHARD = 1000
@@ -182,100 +177,6 @@ def resolve_weights(spec: FeatureSpec) -> backbones.WeightsSource:
     return weights
 
 
-def pca_file(spec: FeatureSpec) -> str:
-    return PCA_FILE if spec.name == RGB_KEY else f"pca_{spec.name}.npz"
-
-
-def named_buffer(path: str) -> io.BytesIO:
-    """A file's bytes in memory, named after it (errors that name their file then say which)."""
-    buffer = io.BytesIO(storage.read_bytes(path))
-    buffer.name = path
-    return buffer
-
-
-def load_pca_file(path: str, flag: str) -> PcaTransform:
-    """A PCA that fails to load (a torn or foreign file) is one line naming it and the fix."""
-    try:
-        if storage.is_dir(path):  # YouTube-8M's mean/eigenvecs/eigenvals .npy folder
-            return load_pca(storage.stage_dir(path))
-        return PcaTransform.load_npz(named_buffer(path))
-    except FileNotFoundError:
-        raise UsageError(
-            "no such PCA file or folder", f"{flag} {path}", "use auto or fit"
-        ) from None
-    except Exception as error:  # noqa: BLE001 -- zip, numpy and key errors of a bad file
-        raise UsageError(
-            f"cannot load the PCA ({type(error).__name__}: {error})",
-            path,
-            "delete it or pass --pca fit",
-        ) from error
-
-
-def prepare_pca(
-    config: ExtractConfig,
-    spec: FeatureSpec,
-    options: PipelineOptions,
-    found: FoundInputs,
-    dry_run: bool,
-    committed: bool,
-) -> tuple[framevlad_pb2.PcaInfo, str]:
-    """Loads, reuses or fits the stream's PCA and leaves it in the output, whole.
-
-    The PCA of an output with committed runs is never replaced: its records were whitened
-    with it. Returns what the manifest records about the PCA and its path in the output."""
-    output_pca = storage.join(config.output, pca_file(spec))
-    info = framevlad_pb2.PcaInfo(file=pca_file(spec))
-    fit = spec.pca == "fit" or (spec.pca == "auto" and not storage.exists(output_pca))
-    if dry_run:
-        info.source = "fit (not run: dry run)" if fit else spec.pca
-        info.output_dims = spec.dims
-        return info, output_pca
-    if fit and committed:
-        raise UsageError(
-            "a new PCA fit would replace the one the committed runs' records were whitened with",
-            f"--pca {spec.pca} --skip_existing",
-            "pass --pca auto (or the committed runs' PCA file), or choose a new --output",
-        )
-    if fit:
-        sample = sample_videos(found.videos, spec, config.max_frames)
-        pca, info.sample_frames = run_pca_fit(
-            sample, spec, config.frames_per_batch, config.max_frames, options, output_pca
-        )
-        info.source = "fit"
-    elif spec.pca == "auto":
-        pca, info.source = load_pca_file(output_pca, "--pca auto"), "reused"
-    else:
-        pca, info.source = load_pca_file(spec.pca, "--pca"), spec.pca
-    feature_dims = backbones.BACKBONES[spec.backbone].feature_dims
-    if pca.input_dims != feature_dims:
-        raise UsageError(
-            f"the PCA expects {pca.input_dims}-d features, {spec.backbone} gives {feature_dims}",
-            f"--pca {spec.pca}",
-            "pass a PCA fitted on this backbone, or --pca fit",
-        )
-    if committed and info.source != "reused":
-        if not same_pca(pca, load_pca_file(output_pca, "--pca auto")):
-            raise UsageError(
-                "this PCA differs from the one the committed runs' records were whitened with",
-                f"--pca {spec.pca} --skip_existing",
-                "pass --pca auto to reuse the committed one, or choose a new --output",
-            )
-        info.source = "reused"
-    elif info.source not in ("fit", "reused"):
-        buffer = io.BytesIO()
-        pca.save(buffer)
-        storage.write_bytes(output_pca, buffer.getvalue())
-    info.input_dims, info.output_dims, info.epsilon = pca.input_dims, pca.output_dims, pca.epsilon
-    info.sha256 = hashlib.sha256(storage.read_bytes(output_pca)).hexdigest()
-    return info, output_pca
-
-
-def same_pca(first: PcaTransform, second: PcaTransform) -> bool:
-    arrays = ("mean", "components", "eigenvalues")
-    same_arrays = all(np.array_equal(getattr(first, a), getattr(second, a)) for a in arrays)
-    return same_arrays and first.epsilon == second.epsilon
-
-
 def check_compatible(
     config: ExtractConfig, latest: framevlad_pb2.Manifest, stream: framevlad_pb2.StreamInfo
 ) -> None:
@@ -299,28 +200,6 @@ def check_compatible(
             f"--skip_existing --output {config.output}",
             "use the committed runs' settings (see its manifest.json) or a new --output",
         )
-
-
-def run_to_end(pipeline: beam.Pipeline, wait: bool = True) -> beam.runners.runner.PipelineResult:
-    """Runs the job (and waits for it); a failure inside a step surfaces as its own error
-    (Beam wraps it in a RuntimeError whose text holds a whole traceback)."""
-    try:
-        result = pipeline.run()
-        if wait:
-            result.wait_until_finish()
-    except Exception as error:  # noqa: BLE001 -- unwrapped below, or re-raised as is
-        raise step_error(error) from None
-    return result
-
-
-def step_error(error: BaseException) -> BaseException:
-    """The error a step raised, found in the chain Beam built around it."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, UsageError | OSError | InjectedFaultError | labels.LabelError):
-            return cause
-        cause = cause.__cause__ or cause.__context__
-    return error
 
 
 def describe_job(config: ExtractConfig, options: PipelineOptions, plan: RunPlan) -> str:

@@ -1,9 +1,11 @@
-"""First pass of `--pca fit`: embed a sample of the library and fit the whitening PCA.
+"""The PCA of an output: reuse it, copy a given one, or fit it in a first pass that embeds a
+sample of the library. An output's committed PCA is never replaced.
 
 Fitting before extraction (rather than alongside it) means every shard of an output is
 written in one feature space, and the extraction pass streams without holding raw features.
 """
 
+import hashlib
 import io
 import itertools
 import math
@@ -16,15 +18,18 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from features import storage
+from features import backbones, storage
 from features.cli import UsageError
-from features.formats import DEFAULT_MAX_FRAMES
-from features.pca import FrameReservoir, PcaTransform, fit_pca
+from features.formats import DEFAULT_MAX_FRAMES, PCA_FILE, RGB_KEY
+from features.pca import FrameReservoir, PcaTransform, fit_pca, load_pca
 from features.streams import FeatureSpec
+from framevlad_proto import framevlad_pb2
+from pipelines.config import ExtractConfig
 from pipelines.decode_embed import FAILED, SUMMARY, DecodeFrames
 from pipelines.elements import VideoInput
+from pipelines.inputs import FoundInputs
 from pipelines.model_handler import NAMESPACE, BackboneModelHandler
-from pipelines.transforms import stable_hash
+from pipelines.transforms import run_to_end, stable_hash
 
 SAMPLE_COUNTER = "pca_sample_frames"
 
@@ -106,8 +111,101 @@ def run_pca_fit(
         | "Reservoir" >> beam.CombineGlobally(ReservoirCombineFn(spec.pca_sample_frames, spec.seed))
         | "Fit" >> beam.Map(fit_and_write, spec.dims, pca_path)
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_to_end(pipeline)
     counters = result.metrics().query(MetricsFilter().with_name(SAMPLE_COUNTER))["counters"]
     sample_frames = sum(counter.committed or 0 for counter in counters)
     return PcaTransform.load_npz(io.BytesIO(storage.read_bytes(pca_path))), sample_frames
+
+
+def pca_file(spec: FeatureSpec) -> str:
+    return PCA_FILE if spec.name == RGB_KEY else f"pca_{spec.name}.npz"
+
+
+def named_buffer(path: str) -> io.BytesIO:
+    """A file's bytes in memory, named after it (errors that name their file then say which)."""
+    buffer = io.BytesIO(storage.read_bytes(path))
+    buffer.name = path
+    return buffer
+
+
+def load_pca_file(path: str, flag: str) -> PcaTransform:
+    """A PCA that fails to load (a torn or foreign file) is one line naming it and the fix."""
+    try:
+        if storage.is_dir(path):  # YouTube-8M's mean/eigenvecs/eigenvals .npy folder
+            return load_pca(storage.stage_dir(path))
+        return PcaTransform.load_npz(named_buffer(path))
+    except FileNotFoundError:
+        raise UsageError(
+            "no such PCA file or folder", f"{flag} {path}", "use auto or fit"
+        ) from None
+    except Exception as error:  # noqa: BLE001 -- zip, numpy and key errors of a bad file
+        raise UsageError(
+            f"cannot load the PCA ({type(error).__name__}: {error})",
+            path,
+            "delete it or pass --pca fit",
+        ) from error
+
+
+def prepare_pca(
+    config: ExtractConfig,
+    spec: FeatureSpec,
+    options: PipelineOptions,
+    found: FoundInputs,
+    dry_run: bool,
+    committed: bool,
+) -> tuple[framevlad_pb2.PcaInfo, str]:
+    """Loads, reuses or fits the stream's PCA and leaves it in the output, whole.
+
+    The PCA of an output with committed runs is never replaced: its records were whitened
+    with it. Returns what the manifest records about the PCA and its path in the output."""
+    output_pca = storage.join(config.output, pca_file(spec))
+    info = framevlad_pb2.PcaInfo(file=pca_file(spec))
+    fit = spec.pca == "fit" or (spec.pca == "auto" and not storage.exists(output_pca))
+    if dry_run:
+        info.source = "fit (not run: dry run)" if fit else spec.pca
+        info.output_dims = spec.dims
+        return info, output_pca
+    if fit and committed:
+        raise UsageError(
+            "a new PCA fit would replace the one the committed runs' records were whitened with",
+            f"--pca {spec.pca} --skip_existing",
+            "pass --pca auto (or the committed runs' PCA file), or choose a new --output",
+        )
+    if fit:
+        sample = sample_videos(found.videos, spec, config.max_frames)
+        pca, info.sample_frames = run_pca_fit(
+            sample, spec, config.frames_per_batch, config.max_frames, options, output_pca
+        )
+        info.source = "fit"
+    elif spec.pca == "auto":
+        pca, info.source = load_pca_file(output_pca, "--pca auto"), "reused"
+    else:
+        pca, info.source = load_pca_file(spec.pca, "--pca"), spec.pca
+    feature_dims = backbones.BACKBONES[spec.backbone].feature_dims
+    if pca.input_dims != feature_dims:
+        raise UsageError(
+            f"the PCA expects {pca.input_dims}-d features, {spec.backbone} gives {feature_dims}",
+            f"--pca {spec.pca}",
+            "pass a PCA fitted on this backbone, or --pca fit",
+        )
+    if committed and info.source != "reused":
+        if not same_pca(pca, load_pca_file(output_pca, "--pca auto")):
+            raise UsageError(
+                "this PCA differs from the one the committed runs' records were whitened with",
+                f"--pca {spec.pca} --skip_existing",
+                "pass --pca auto to reuse the committed one, or choose a new --output",
+            )
+        info.source = "reused"
+    elif info.source not in ("fit", "reused"):
+        buffer = io.BytesIO()
+        pca.save(buffer)
+        storage.write_bytes(output_pca, buffer.getvalue())
+    info.input_dims, info.output_dims, info.epsilon = pca.input_dims, pca.output_dims, pca.epsilon
+    info.sha256 = hashlib.sha256(storage.read_bytes(output_pca)).hexdigest()
+    return info, output_pca
+
+
+def same_pca(first: PcaTransform, second: PcaTransform) -> bool:
+    arrays = ("mean", "components", "eigenvalues")
+    same_arrays = all(np.array_equal(getattr(first, a), getattr(second, a)) for a in arrays)
+    return same_arrays and first.epsilon == second.epsilon

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import apache_beam as beam
 import tensorflow as tf
 
-from features import records, storage, video_ids
+from features import labels, records, storage, video_ids
+from features.cli import UsageError
 from features.formats import FAILED_PREFIX
 from features.streams import FeatureSpec
 from pipelines.config import FaultPlan
@@ -135,3 +136,25 @@ class WriteShards(beam.PTransform):
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(_WriteShard(self._prefix, shards, self._suffix))
         )
+
+
+def run_to_end(pipeline: beam.Pipeline, wait: bool = True) -> beam.runners.runner.PipelineResult:
+    """Runs the job (and waits for it); a failure inside a step surfaces as its own error
+    (Beam wraps it in a RuntimeError whose text holds a whole traceback)."""
+    try:
+        result = pipeline.run()
+        if wait:
+            result.wait_until_finish()
+    except Exception as error:  # noqa: BLE001 -- unwrapped below, or re-raised as is
+        raise step_error(error) from None
+    return result
+
+
+def step_error(error: BaseException) -> BaseException:
+    """The error a step raised, found in the chain Beam built around it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, UsageError | OSError | InjectedFaultError | labels.LabelError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return error

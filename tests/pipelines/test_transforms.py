@@ -1,5 +1,7 @@
 """The extraction steps on their own, with TestPipeline and real videos."""
 
+import json
+
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
@@ -9,6 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from features.pca import fit_pca
 from features.streams import FeatureSpec
 from features.synthetic_video import render_index_frame, write_video
+from pipelines import extract_features
 from pipelines.config import FaultPlan
 from pipelines.decode_embed import (
     EMBED_ERROR,
@@ -20,9 +23,9 @@ from pipelines.decode_embed import (
     summary_key,
 )
 from pipelines.elements import DecodeSummary, QuantizedChunk, VideoInput
-from pipelines.model_handler import MODEL_LOADS, BackboneModelHandler, LoadedBackbone
+from pipelines.model_handler import MODEL_LOADS, NAMESPACE, BackboneModelHandler, LoadedBackbone
 from tests.broken_videos import write_empty
-from tests.extraction import run_tiny
+from tests.extraction import run_tiny, tiny_config
 
 TINY = FeatureSpec("rgb", "tiny", "random", 0, (64, 64), 1.0, "fit", 8)
 
@@ -109,3 +112,16 @@ def test_backbone_loads_once_per_process_across_worker_threads(extracted, tmp_pa
     result = run_tiny(extracted.library, tmp_path / "out", "--pca", pca, *threads)
     counters = result.metrics().query(MetricsFilter().with_name(MODEL_LOADS))["counters"]
     assert sum(counter.committed for counter in counters) == 1
+
+
+def test_run_takes_the_tests_own_pipeline_and_counts_in_beam_metrics(extracted, tmp_path):
+    pca = str(extracted.output / "pca.npz")
+    config = tiny_config(extracted.library, tmp_path / "out", "--pca", pca)
+    result = extract_features.run(config, pipeline=TestPipeline(blocking=True))
+    counters = {
+        counter.key.metric.name: counter.committed
+        for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    }
+    counts = json.loads((tmp_path / "out/manifest.json").read_text())["counts"]
+    assert counters["videos_ok"] == counts["ok"] and counters["frames"] == counts["frames"]
+    assert counters["videos_failed"] == counts["failed"] and counters["model_loads"] == 1
