@@ -53,8 +53,10 @@ class Progress:
         self._thread.join()
         with _active_lock:
             _active.pop(self.token, None)
-        if error_type is None:
-            self.print_line()  # the final count, right before the summary
+        if error_type is None and self._videos:
+            # The final count, right before the summary (no count reached this process
+            # when the runner's workers are other processes: then no line is better than 0/N).
+            self.print_line()
         if self._printed and self._tty:
             self._stream.write("\n")  # the summary starts on a line of its own
             self._stream.flush()

@@ -39,3 +39,10 @@ def test_one_updating_line_on_a_terminal():
 
 def test_reports_outside_the_launcher_are_ignored():
     progress.report("no-such-run", frames=10)  # e.g. on a Dataflow worker: nothing to update
+
+
+def test_no_line_when_no_video_reached_this_process():
+    stream = io.StringIO()
+    with Progress("demo", total=5, stream=stream, interval_s=60):
+        pass  # e.g. --direct_running_mode multi_processing: the workers count elsewhere
+    assert stream.getvalue() == ""
