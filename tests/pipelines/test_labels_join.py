@@ -3,9 +3,11 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from features.labels import Vocabulary
+from features.pca import fit_pca
 from tests.extraction import (
     exit_status,
     extract,
@@ -29,7 +31,16 @@ def labels_by_id(output) -> dict[str, list[int]]:
 
 
 def run(library, output, *flags) -> dict:
-    return extract(library, output, *flags).manifest
+    return extract(library, output, "--pca", str(pca_path(output)), *flags).manifest
+
+
+def pca_path(output):
+    """One made-up PCA per test folder: these tests check labels, and skip the fit pass."""
+    path = output.parent / "shared_pca.npz"
+    if not path.exists():
+        features = np.random.default_rng(0).normal(size=(64, 256)).astype(np.float32)
+        fit_pca(features, 32).save(str(path))
+    return path
 
 
 def test_csv_join_counts_unlabeled_videos_and_rows_without_video(library, tmp_path):

@@ -7,15 +7,17 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from features import lease, storage
+from features.pca import fit_pca
 from pipelines import extract_features
 from pipelines.config import FaultPlan
 from pipelines.transforms import InjectedFaultError
+from tests import extraction
 from tests.extraction import (
     exit_status,
-    extract,
     frame_records,
     one_line_error,
     run_tiny,
@@ -25,6 +27,21 @@ from tests.extraction import (
 )
 
 VIDEOS = 6
+# A PCA made up front: runs that need not fit one skip the fit pass (about 40% of a run).
+SHARED_PCA: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_pca(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pca") / "pca.npz"
+    features = np.random.default_rng(0).normal(size=(64, 256)).astype(np.float32)
+    fit_pca(features, 32).save(str(path))
+    SHARED_PCA[:] = ["--pca", str(path)]
+
+
+def extract(library, output, *flags: str) -> extraction.Extracted:
+    """extraction.extract with the shared PCA (a later --pca in `flags` wins)."""
+    return extraction.extract(library, output, *SHARED_PCA, *flags)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +154,7 @@ def test_a_stale_lease_is_broken_only_when_asked(library, tmp_path, capsys):
 def test_crash_then_rerun_leaves_every_video_exactly_once(library, tmp_path, faults):
     output = tmp_path / "features"
     with pytest.raises(InjectedFaultError):
-        run_tiny(library, output, faults=faults)
+        run_tiny(library, output, *SHARED_PCA, faults=faults)
     assert not (output / "manifest.json").exists()
     assert not (output / lease.LEASE_FILE).exists()  # released on failure too
     manifest = extract(library, output).manifest
@@ -161,7 +178,7 @@ def test_disk_full_at_the_commit_is_one_line_and_a_rerun_resumes(
         write_bytes(path, data)
 
     monkeypatch.setattr(storage, "write_bytes", full_disk)
-    assert exit_status(tiny_args(library, output)) == 2
+    assert exit_status(tiny_args(library, output, *SHARED_PCA)) == 2
     line = one_line_error(capsys)
     assert "No space left on device" in line and str(output / "manifests") in line
     assert line.endswith("nothing was committed; rerun to resume")
@@ -189,7 +206,7 @@ def test_skip_existing_never_replaces_the_committed_pca(library, tmp_path, capsy
     extract(library, output)
     committed = (output / "pca.npz").read_bytes()
     other = tmp_path / "other"
-    extract(library, other, "--seed", "5")  # another feature space, another PCA
+    extract(library, other, "--pca", "fit")  # another PCA
     for pca in ("fit", str(other / "pca.npz")):
         args = tiny_args(library, output, "--skip_existing", "--pca", pca)
         assert exit_status(args) == 2
@@ -205,6 +222,6 @@ def test_the_job_gives_the_lease_back_at_its_commit(library, tmp_path):
     """A Flex Template launcher returns once the job is submitted (wait=False) and never
     releases the lease; the job's commit step does."""
     output = tmp_path / "features"
-    result = extract_features.run(tiny_config(library, output), wait=False)
+    result = extract_features.run(tiny_config(library, output, *SHARED_PCA), wait=False)
     result.wait_until_finish()
     assert (output / "manifest.json").exists() and not (output / lease.LEASE_FILE).exists()
