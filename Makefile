@@ -33,7 +33,7 @@ demo: setup
 		--eval_data '$(DEMO_DIR)/heldout_features/frame/*.tfrecord' \
 		--cluster_size 16 --hidden_size 128 --batch_size 8 --learning_rate 1e-2 --epochs 20
 	$(VENV)/bin/eval_pool --model $(DEMO_DIR)/model \
-		--data '$(DEMO_DIR)/heldout_features/frame/*.tfrecord' \
+		--eval_data '$(DEMO_DIR)/heldout_features/frame/*.tfrecord' \
 		--predictions $(DEMO_DIR)/predictions.csv
 	$(VENV)/bin/tag_videos --model $(DEMO_DIR)/model --input $(DEMO_DIR)/heldout \
 		--output $(DEMO_DIR)/tags

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--frames_per_batch", type=int, default=32)
     parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = sorted(set(os.listdir(corpus_dir)) - {os.path.basename(path) for path in paths})
     if extra:
         sys.exit(f"--cache_dir {corpus_dir}: unexpected files {extra}; remove them")
-    print(f"backbone {args.backbone} (random), batch {args.batch_size}, {args.clips} x "
+    print(f"backbone {args.backbone} (random), batch {args.frames_per_batch}, {args.clips} x "
           f"{args.seconds:g} s {args.width}x{args.height} {FPS} fps H.264, "
           f"{os.cpu_count()} cores")  # fmt: skip
     print(f"TF probe, default:              {probe({})}")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="framevlad-workers-") as work:
         pca_path = os.path.join(work, "pca.npz")
         # One clip is enough: the PCA's values do not change the job's speed.
-        prefit_pca(paths[:1], args.backbone, args.batch_size, pca_path)
+        prefit_pca(paths[:1], args.backbone, args.frames_per_batch, pca_path)
         for index, (name, job_args, extra_env) in enumerate(MODES):
             load = load_average()
             job = argparse.Namespace(**vars(args), job_args=job_args)

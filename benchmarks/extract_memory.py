@@ -27,8 +27,8 @@ from corpus import DEFAULT_CACHE_DIR, ClipSpec, ensure_clips
 from features.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from features.embedder import FrameEmbedder
 from features.formats import MANIFEST_FILE, MAX_PCA_DIMS
+from features.manifest import read_manifest
 from features.pca import PcaTransform
-from pipelines.manifest import read_manifest
 
 MB = 1_000_000
 GROWTH_SLACK_MB = 50
@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--frames_per_batch", type=int, default=32)
     parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
     parser.add_argument("--baseline_child", action="store_true", help=argparse.SUPPRESS)
     args, job_args = parser.parse_known_args(argv)
     if args.baseline_child:
-        baseline_child(args.backbone, args.batch_size)
+        baseline_child(args.backbone, args.frames_per_batch)
         return 0
 
     specs = [
@@ -117,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         for minutes in (args.short_minutes, args.long_minutes)
     ]
     clips = ensure_clips(specs, os.path.join(args.cache_dir, "memory"))
-    print(f"backbone {args.backbone}, batch {args.batch_size}, --max_frames 0; clips "
+    print(f"backbone {args.backbone}, batch {args.frames_per_batch}, --max_frames 0; clips "
           f"{args.width}x{args.height} {args.fps} fps H.264 of {args.short_minutes:g} and "
           f"{args.long_minutes:g} min; RSS in MB (10^6 bytes)")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="framevlad-memory-") as work:
         baseline_command = [
             sys.executable, os.path.abspath(__file__), "--baseline_child",
-            "--backbone", args.backbone, "--batch_size", str(args.batch_size),
+            "--backbone", args.backbone, "--frames_per_batch", str(args.frames_per_batch),
         ]  # fmt: skip
         baseline, baseline_s, _ = peak_rss(baseline_command, os.path.join(work, "baseline.log"))
         pca_path = os.path.join(work, "pca.npz")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable, "-m", "pipelines.extract_features",
                 "--input", clip, "--output", output, "--backbone", args.backbone,
                 "--weights", "random", "--pca", pca_path, "--max_frames", "0",
-                "--batch_size", str(args.batch_size), *job_args,
+                "--frames_per_batch", str(args.frames_per_batch), *job_args,
             ]  # fmt: skip
             peak, wall_s, samples = peak_rss(job_command, output + ".log")
             frames = read_manifest(os.path.join(output, MANIFEST_FILE)).counts.frames

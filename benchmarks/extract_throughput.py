@@ -1,7 +1,7 @@
 """Throughput of extract_features against its parts and against a naive loop, in one run.
 
     python benchmarks/extract_throughput.py [--backbone inception_v3] [--clips 3] [--seconds 60]
-        [--cache_dir /tmp/framevlad-bench] [--batch_size 32] [Beam flags for the job...]
+        [--cache_dir /tmp/framevlad-bench] [--frames_per_batch 32] [Beam flags for the job...]
 
 Every rate is in sampled (1 fps, i.e. output) frames per second:
   decode-only   iter_frame_chunks(fps=1, frame_size=backbone input) over the corpus
@@ -38,8 +38,8 @@ from features.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from features.embedder import FrameEmbedder
 from features.formats import MANIFEST_FILE, MAX_PCA_DIMS
 from features.frames import iter_frame_chunks
+from features.manifest import read_manifest
 from features.pca import PcaRankWarning, fit_pca
-from pipelines.manifest import read_manifest
 
 HEIGHT, WIDTH, FPS = 720, 1280, 30
 OVERHEAD_CLIP_SECONDS = 5
@@ -111,7 +111,7 @@ def run_job(
         sys.executable, "-m", "pipelines.extract_features",
         "--input", input_dir, "--output", output, "--backbone", args.backbone,
         "--weights", "random", "--pca", pca_path, "--max_frames", "0",
-        "--batch_size", str(args.batch_size), *args.job_args,
+        "--frames_per_batch", str(args.frames_per_batch), *args.job_args,
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     start_wall, start_cpu = time.perf_counter(), _children_cpu_s()
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--frames_per_batch", type=int, default=32)
     parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
     args, args.job_args = parser.parse_known_args(argv)
     spec = BACKBONES[args.backbone]
@@ -170,15 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     extra = sorted(set(os.listdir(corpus_dir)) - {os.path.basename(path) for path in paths})
     if extra:
         sys.exit(f"--cache_dir {corpus_dir}: unexpected files {extra}; remove them")
-    print(f"backbone {args.backbone} {spec.input_size}, batch {args.batch_size}, "
+    print(f"backbone {args.backbone} {spec.input_size}, batch {args.frames_per_batch}, "
           f"{args.clips} x {args.seconds:g} s {WIDTH}x{HEIGHT} {FPS} fps H.264; "
           f"load average {load_average()}")  # fmt: skip
 
     frames, decode = timed(decode_only, paths, spec.input_size)
     print(f"decode-only: {len(frames)} frames in {decode.wall_s:.1f} s")
     model = build_backbone(args.backbone, "random")
-    embedder = FrameEmbedder(model, args.batch_size)
-    embedder.embed(frames[: args.batch_size])  # traces the graph, untimed
+    embedder = FrameEmbedder(model, args.frames_per_batch)
+    embedder.embed(frames[: args.frames_per_batch])  # traces the graph, untimed
     features, cnn = timed(embedder.embed, frames)
     print(f"bare CNN:    {len(frames)} frames in {cnn.wall_s:.1f} s")
 

@@ -36,11 +36,11 @@ from extract_throughput import decode_only, run_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests/
 
+from features import gcs  # noqa: E402
 from features.backbones import BACKBONES, build_backbone  # noqa: E402
 from features.embedder import FrameEmbedder  # noqa: E402
 from features.formats import MAX_PCA_DIMS  # noqa: E402
 from features.pca import PcaRankWarning, fit_pca  # noqa: E402
-from pipelines import storage  # noqa: E402
 from tests.gcs_emulator import BUCKET, client, running_emulator, upload_tree  # noqa: E402
 
 FPS = 30
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--frames_per_batch", type=int, default=32)
     parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
     args, args.job_args = parser.parse_known_args(argv)
     args.backbone = "tiny"
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="framevlad-gcs-bytes-") as work:
         pca_path = os.path.join(work, "pca.npz")
-        prefit_pca(paths, args.backbone, args.batch_size, pca_path)
+        prefit_pca(paths, args.backbone, args.frames_per_batch, pca_path)
         with (
             running_emulator(Path(work) / "emulator.log") as emulator_host,
             counting_proxy(emulator_host) as (proxy_host, traffic),
@@ -231,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             # Everything goes through the proxy, uploads too: each object's mediaLink then
             # names the proxy. Uploads and this process's manifest reads are not media GETs
             # of videos/, so they are not counted.
-            os.environ[storage.EMULATOR_ENV] = proxy_host
-            storage.skip_credentials_lookup_for_emulator()
+            os.environ[gcs.EMULATOR_ENV] = proxy_host
             client().create_bucket(BUCKET)
             upload_tree(Path(corpus_dir), f"gs://{BUCKET}/{VIDEO_PREFIX}")
             traffic.take()

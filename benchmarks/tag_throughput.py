@@ -1,7 +1,7 @@
 """Cost of tagging raw videos over extracting their features alone, in one run.
 
     python benchmarks/tag_throughput.py [--backbone inception_v3] [--weights random]
-        [--clips 6] [--seconds 60] [--rounds 2] [--record_copies 50] [--batch_size 32]
+        [--clips 6] [--seconds 60] [--rounds 2] [--record_copies 50] [--frames_per_batch 32]
         [--cache_dir /tmp/framevlad-bench-tag] [Beam flags for the jobs...]
 
 Every job runs in a fresh process, as a user would start it, timed by wall clock and by the
@@ -42,9 +42,9 @@ from extract_throughput import Timing, _children_cpu_s, load_average, timed
 from features import records
 from features.backbones import BACKBONES, DEFAULT_BACKBONE
 from features.formats import MANIFEST_FILE, RECORD_SUFFIX, RGB_KEY
+from features.manifest import read_manifest
 from features.quantize import dequantize
 from pipelines import report
-from pipelines.manifest import read_manifest
 from pooling_models import model_dir, tagging
 
 DEFAULT_CACHE_DIR = "/tmp/framevlad-bench-tag"
@@ -77,7 +77,7 @@ def extract(args: argparse.Namespace, input_dir: str, output: str, pca_path: str
         sys.executable, "-m", "pipelines.extract_features", "--input", input_dir,
         "--output", output, "--backbone", args.backbone, "--weights", args.weights,
         "--pca", pca_path, "--max_frames", "0", "--labels_from_folders",
-        "--batch_size", str(args.batch_size), *args.job_args,
+        "--frames_per_batch", str(args.frames_per_batch), *args.job_args,
     ]  # fmt: skip
     return run_child(command, output + ".log")
 
@@ -85,7 +85,8 @@ def extract(args: argparse.Namespace, input_dir: str, output: str, pca_path: str
 def tag(args: argparse.Namespace, model: str, input_pattern: str, output: str) -> Timing:
     command = [
         sys.executable, "-m", "pipelines.tag_videos", "--model", model,
-        "--input", input_pattern, "--output", output, "--batch_size", str(args.batch_size),
+        "--input", input_pattern, "--output", output,
+        "--frames_per_batch", str(args.frames_per_batch),
         *args.job_args,
     ]  # fmt: skip
     timing = run_child(command, output + ".log")
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--record_copies", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2, help="extract/tag raw repeats")
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--frames_per_batch", type=int, default=32)
     parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
     args, args.job_args = parser.parse_known_args(argv)
 
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     found = {entry for _, dirs, files in os.walk(corpus_dir) for entry in dirs + files}
     if found - expected:
         sys.exit(f"--cache_dir {corpus_dir}: unexpected files {sorted(found - expected)}")
-    print(f"backbone {args.backbone} ({args.weights} weights), batch {args.batch_size}, "
+    print(f"backbone {args.backbone} ({args.weights} weights), batch {args.frames_per_batch}, "
           f"{args.clips} x {args.seconds:g} s {WIDTH}x{HEIGHT} {FPS} fps H.264; "
           f"load average {load_average()}", flush=True)  # fmt: skip
 

@@ -11,6 +11,7 @@ and a non-zero exit, without a traceback (`--verbose` shows it).
 
 import argparse
 import difflib
+import errno
 import logging
 import math
 import os
@@ -213,6 +214,10 @@ def quiet(verbose: bool, prog: str = "") -> None:
     logging.getLogger().addFilter(_DropNoise())
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Beam logs a failing step's exception with its traceback before re-raising it; the
+    # script then reports the same error as one line.
+    for name in ("apache_beam.runners.common", "apache_beam.runners.worker"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _one_line_warning(prog: str) -> Callable[..., str]:
@@ -254,9 +259,19 @@ def run_main(
     return USAGE_EXIT
 
 
+_IO_FIXES = {
+    errno.ENOSPC: "free space, then rerun",
+    errno.EDQUOT: "free space or raise the quota, then rerun",
+    errno.EROFS: "make it writable or choose another output, then rerun",
+    errno.EACCES: "fix its permissions, then rerun",
+    errno.EPERM: "fix its permissions, then rerun",
+    errno.ENOENT: "check the path",
+}
+
+
 def io_error_line(error: OSError, left_behind: str) -> str:
-    """`No space left on device (/out/x): free space ...; nothing was committed; ...`."""
+    """`No space left on device (/out/x): free space, then rerun; nothing was committed`."""
     where = error.filename or "output"
-    fix = "free space or fix permissions, then rerun"
+    fix = _IO_FIXES.get(error.errno, "fix the cause, then rerun")
     line = f"{error.strerror or error} ({where}): {fix}"
     return f"{line}; {left_behind}" if left_behind else line

@@ -51,6 +51,8 @@ def read_label_table(text: str | bytes, source: str = "--labels") -> LabelTable:
                 f"{source}: row {number}: expected 2 columns `id,labels`, got {len(fields)}"
             )
         video_id = fields[0].strip()
+        if not video_id:
+            raise LabelError(f"{source}: row {number}: the id (first column) is empty")
         tokens = tuple(token.strip() for token in fields[1].split(";") if token.strip())
         if video_id in rows:
             if set(tokens) != set(rows[video_id]):

@@ -161,7 +161,9 @@ def _check_frames(video_id: str, name: str, frames: np.ndarray) -> int:
 
 
 def _set_id_and_labels(features: tf.train.Features, video_id: str, labels: Sequence[int]) -> None:
-    features.feature[ID_KEY].bytes_list.value.append(video_id.encode("utf-8"))
+    # Ids are paths, and a path may hold bytes that are not UTF-8 (os gives them to Python as
+    # surrogate escapes): they are stored as the original bytes, and read back the same.
+    features.feature[ID_KEY].bytes_list.value.append(video_id.encode("utf-8", "surrogateescape"))
     label_list = features.feature[LABELS_KEY].int64_list
     label_list.SetInParent()  # present even when empty, as in YouTube-8M's test split
     label_list.value.extend(int(label) for label in labels)
@@ -171,7 +173,7 @@ def _id_and_labels(features: tf.train.Features) -> tuple[str, list[int]]:
     stored = features.feature
     for key in (ID_KEY, LEGACY_ID_KEY):
         if key in stored and stored[key].bytes_list.value:
-            video_id = stored[key].bytes_list.value[0].decode("utf-8")
+            video_id = stored[key].bytes_list.value[0].decode("utf-8", "surrogateescape")
             break
     else:
         raise ValueError(f"record has neither {ID_KEY!r} nor {LEGACY_ID_KEY!r} bytes feature")

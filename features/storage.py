@@ -1,17 +1,15 @@
 """The one storage layer: local paths and gs:// URLs read, written, matched and staged alike.
 
-Local files go through `os`; gs:// objects through google-cloud-storage, whose client
-`gcs_client()` points at a GCS emulator when STORAGE_EMULATOR_HOST is set (tests), through
-public client options only. Every write is whole or absent: locally a temp file in the same
-folder is fsynced and renamed over the target; on GCS an upload is visible only once complete.
-Errors are OSError subclasses (FileNotFoundError, PermissionError, ...) that name the path.
+Local files go through `os`; gs:// objects through google-cloud-storage (features.gcs, whose
+client points at a GCS emulator when STORAGE_EMULATOR_HOST is set). Every write is whole or
+absent: locally a temp file in the same folder is fsynced and renamed over the target; on GCS
+an upload is visible only once complete. Errors are OSError subclasses that name the path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import re
 import shutil
@@ -19,18 +17,16 @@ import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
+from features import gcs
 from features.cli import UsageError
 
-if TYPE_CHECKING:
-    from google.cloud import storage as gcs
-
-EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
-GCS_SCHEME = "gs://"
 # Names of half-written files: never matched, listed or staged.
 TEMP_PREFIX = ".framevlad-tmp-"
 _WILDCARD = re.compile(r"[*?\[]")
+_GLOB_TOKEN = re.compile(r"\*\*/|\*\*|\*|\?|\[!?[^\]/]+\]|[^*?\[]+|\[")
+_GLOB_REGEX = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
 
 
 def is_remote(path: str) -> bool:
@@ -48,83 +44,22 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
 
 
-def gcs_client() -> gcs.Client:
-    """A client per process: anonymous against $STORAGE_EMULATOR_HOST, else default credentials."""
-    return _client(os.environ.get(EMULATOR_ENV, ""), os.getpid())
-
-
-@functools.cache
-def _client(emulator_host: str, pid: int) -> gcs.Client:
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage as gcs
-
-    if not emulator_host:
-        return gcs.Client()
-    return gcs.Client(
-        project=os.environ.get("GOOGLE_CLOUD_PROJECT", "framevlad-emulator"),
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator_host},
-    )
-
-
-def _split(url: str) -> tuple[str, str]:
-    if not url.startswith(GCS_SCHEME):
-        raise ValueError(f"{url}: only local paths and gs:// URLs are supported")
-    bucket, _, name = url[len(GCS_SCHEME) :].partition("/")
-    return bucket, name
-
-
-def _blob(url: str):  # -> google.cloud.storage.Blob
-    bucket, name = _split(url)
-    return gcs_client().bucket(bucket).blob(name)
-
-
-@contextlib.contextmanager
-def _gcs_errors(url: str) -> Iterator[None]:
-    """google.api_core errors -> the OSError a local path would raise, naming the URL."""
-    from google.api_core import exceptions
-
-    try:
-        yield
-    except exceptions.NotFound as error:
-        raise FileNotFoundError(errno.ENOENT, f"No such object ({error.message})", url) from None
-    except exceptions.Forbidden as error:
-        raise PermissionError(errno.EACCES, f"Permission denied ({error.message})", url) from None
-    except exceptions.GoogleAPICallError as error:
-        raise OSError(errno.EIO, f"GCS error: {error.message}", url) from None
-    except exceptions.RetryError as error:
-        raise OSError(errno.ETIMEDOUT, f"GCS unreachable: {error.message}", url) from None
-
-
-def _gcs_is_dir(url: str) -> bool:
-    bucket, name = _split(url)
-    with _gcs_errors(url):
-        if not name.strip("/"):
-            return gcs_client().lookup_bucket(bucket) is not None
-        prefix = name.rstrip("/") + "/"
-        return any(True for _ in gcs_client().list_blobs(bucket, prefix=prefix, max_results=1))
-
-
 def exists(path: str) -> bool:
     """A file or folder (gs://: an object, or any object under `path/`)."""
     if not is_remote(path):
         return os.path.exists(path)
-    with _gcs_errors(path):
-        if _split(path)[1] and _blob(path).exists():
-            return True
-    return _gcs_is_dir(path)
+    return gcs.is_file(path) or gcs.is_dir(path)
 
 
 def is_dir(path: str) -> bool:
-    return _gcs_is_dir(path) if is_remote(path) else os.path.isdir(path)
+    return gcs.is_dir(path) if is_remote(path) else os.path.isdir(path)
 
 
 def read_bytes(path: str) -> bytes:
     if not is_remote(path):
         with open(path, "rb") as source:
             return source.read()
-    with _gcs_errors(path):
-        return _blob(path).download_as_bytes()
+    return gcs.read(path)
 
 
 def read_text(path: str) -> str:
@@ -135,10 +70,7 @@ def open_read(path: str) -> BinaryIO:
     """A seekable binary reader, e.g. to stream a video into the decoder without a copy."""
     if not is_remote(path):
         return open(path, "rb")  # noqa: SIM115 -- the caller closes it
-    blob = _blob(path)
-    with _gcs_errors(path):
-        blob.reload()  # a missing object fails here, not at the first read
-        return blob.open("rb")
+    return gcs.open_read(path)
 
 
 def _temp_name(path: str) -> str:
@@ -147,18 +79,21 @@ def _temp_name(path: str) -> str:
 
 
 def _write_temp(path: str, data: bytes) -> str:
-    """Writes `data` whole and fsynced to a temp file beside `path`; returns its name."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    """Writes `data` whole and fsynced to a temp file beside `path`; returns its name.
+    An OSError (disk full, read-only folder) names `path`, the file the user knows."""
     temp = _temp_name(path)
-    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(handle, "wb") as sink:
             sink.write(data)
             sink.flush()
             os.fsync(sink.fileno())
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(temp)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise type(error)(error.errno, error.strerror, path) from None
         raise
     return temp
 
@@ -166,8 +101,7 @@ def _write_temp(path: str, data: bytes) -> str:
 def write_bytes(path: str, data: bytes) -> None:
     """Writes a whole file atomically: readers see the old content or the new, never a part."""
     if is_remote(path):
-        with _gcs_errors(path):
-            _blob(path).upload_from_string(data)
+        gcs.write(path, data)
         return
     temp = _write_temp(path, data)
     try:
@@ -188,14 +122,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
     Locally the file is written whole under a temp name and hard-linked into place, which
     fails when the target exists; on GCS the upload carries if_generation_match=0."""
     if is_remote(path):
-        from google.api_core import exceptions
-
-        with _gcs_errors(path):
-            try:
-                _blob(path).upload_from_string(data, if_generation_match=0)
-            except exceptions.PreconditionFailed:
-                return False
-        return True
+        return gcs.write(path, data, only_if_absent=True)
     temp = _write_temp(path, data)
     try:
         os.link(temp, path)
@@ -208,20 +135,22 @@ def create_exclusive(path: str, data: bytes) -> bool:
 
 def delete(path: str) -> None:
     """Removes one file or object; FileNotFoundError when there is none."""
-    if not is_remote(path):
+    if is_remote(path):
+        gcs.delete(path)
+    else:
         os.remove(path)
-        return
-    with _gcs_errors(path):
-        _blob(path).delete()
 
 
 def rename(src: str, dst: str) -> None:
-    """Moves a file (atomic locally; copy then delete on GCS)."""
+    """Moves a file: atomic locally; on GCS a server-side copy, then the source deleted."""
     if not is_remote(src) and not is_remote(dst):
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
         os.replace(src, dst)
         return
-    write_bytes(dst, read_bytes(src))
+    if is_remote(src) and is_remote(dst):
+        gcs.copy(src, dst)
+    else:
+        write_bytes(dst, read_bytes(src))
     delete(src)
 
 
@@ -233,13 +162,9 @@ def walk_files(folder: str) -> Iterator[tuple[str, str]]:
     file comes with its OS error text, so that the caller can account for it. gs:// lists
     the objects under the prefix."""
     if is_remote(folder):
-        bucket, name = _split(folder)
-        prefix = name.rstrip("/") + "/" if name.strip("/") else ""
-        with _gcs_errors(folder):
-            blobs = gcs_client().list_blobs(bucket, prefix=prefix)
-            names = sorted(blob.name for blob in blobs if not blob.name.endswith("/"))
-        for object_name in names:
-            yield f"{GCS_SCHEME}{bucket}/{object_name}", ""
+        bucket, name = gcs.split(folder)
+        prefix = f"{gcs.SCHEME}{bucket}/" + (name.rstrip("/") + "/" if name.strip("/") else "")
+        yield from ((url, "") for url in gcs.list_urls(prefix))
         return
     yield from _walk_local(folder, (), None)
 
@@ -268,7 +193,7 @@ def _walk_local(
 
 
 def _file_error(path: str) -> str:
-    """ "" when `path` is a regular file we may read, else the reason (OS error text)."""
+    """Why `path` is not a regular file we may read (OS error text); "" when it is."""
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
@@ -281,31 +206,17 @@ def _file_error(path: str) -> str:
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     """`*` and `?` stay within one folder; `**` crosses folders (`**/` also matches none)."""
-    out, index = [], 0
-    while index < len(pattern):
-        if pattern.startswith("**/", index):
-            out.append("(?:.*/)?")
-            index += 3
-        elif pattern.startswith("**", index):
-            out.append(".*")
-            index += 2
-        elif pattern[index] == "*":
-            out.append("[^/]*")
-            index += 1
-        elif pattern[index] == "?":
-            out.append("[^/]")
-            index += 1
-        elif pattern[index] == "[" and "]" in pattern[index + 2 :]:
-            end = pattern.index("]", index + 2)
-            body = pattern[index + 1 : end]
-            negate = body.startswith("!")
-            body = re.escape(body[1:] if negate else body).replace(r"\-", "-")
-            out.append(f"[^/{body}]" if negate else f"[{body}]")
-            index = end + 1
-        else:
-            out.append(re.escape(pattern[index]))
-            index += 1
-    return re.compile("".join(out))
+
+    def translate(token: str) -> str:
+        if token in _GLOB_REGEX:
+            return _GLOB_REGEX[token]
+        if token.startswith("[") and len(token) > 1:
+            negate = token.startswith("[!")
+            body = re.escape(token[2 if negate else 1 : -1]).replace(r"\-", "-")
+            return f"[^/{body}]" if negate else f"[{body}]"
+        return re.escape(token)
+
+    return re.compile("".join(translate(token) for token in _GLOB_TOKEN.findall(pattern)))
 
 
 def match(pattern: str) -> list[str]:
@@ -331,21 +242,11 @@ def match(pattern: str) -> list[str]:
 
 
 def _match_remote(pattern: str) -> list[str]:
-    bucket, name = _split(pattern)
-    found = _WILDCARD.search(name)
-    with _gcs_errors(pattern):
-        if found is None:
-            return [pattern] if name and _blob(pattern).exists() else []
-        blobs = gcs_client().list_blobs(bucket, prefix=name[: found.start()])
-        names = [blob.name for blob in blobs]
-    regex = _pattern_regex(name)
-    return sorted(f"{GCS_SCHEME}{bucket}/{n}" for n in names if regex.fullmatch(n))
-
-
-def _download(url: str, local_path: str) -> None:
-    os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
-    with _gcs_errors(url):
-        _blob(url).download_to_filename(local_path)
+    found = _WILDCARD.search(pattern)
+    if found is None:
+        return [pattern] if gcs.is_file(pattern) else []
+    regex = _pattern_regex(pattern)
+    return [url for url in gcs.list_urls(pattern[: found.start()]) if regex.fullmatch(url)]
 
 
 _staged: dict[str, str] = {}
@@ -358,7 +259,7 @@ def stage_file(path: str) -> str:
         return path
     if path not in _staged:
         local = os.path.join(tempfile.mkdtemp(prefix="framevlad-staged-"), path.rsplit("/", 1)[1])
-        _download(path, local)
+        gcs.download(path, local)
         _staged[path] = local
     return _staged[path]
 
@@ -376,7 +277,7 @@ def stage_dir(url: str, recursive: bool = False) -> str:
         for object_url, _ in walk_files(url):
             relative = object_url[len(prefix) :]
             if recursive or "/" not in relative:
-                _download(object_url, os.path.join(local_dir, *relative.split("/")))
+                gcs.download(object_url, os.path.join(local_dir, *relative.split("/")))
         _staged[key] = local_dir
     return _staged[key]
 
@@ -392,7 +293,7 @@ def stage_glob(pattern: str) -> str:
     local_dir = tempfile.mkdtemp(prefix="framevlad-records-")
     for index, url in enumerate(urls):
         # Prefixed with the index: shards of different folders may share a name.
-        _download(url, os.path.join(local_dir, f"{index:05d}-{url.rsplit('/', 1)[1]}"))
+        gcs.download(url, os.path.join(local_dir, f"{index:05d}-{url.rsplit('/', 1)[1]}"))
     return os.path.join(local_dir, "*")
 
 
@@ -402,8 +303,7 @@ def upload_dir(local_dir: str, url: str) -> None:
         relative = os.path.relpath(local_path, local_dir).split(os.sep)
         target = join(url, *relative)
         if is_remote(target):
-            with _gcs_errors(target):
-                _blob(target).upload_from_filename(local_path)
+            gcs.upload(local_path, target)
         else:
             with local_output(target) as temp:
                 shutil.copyfile(local_path, temp)
@@ -422,13 +322,15 @@ def local_output(path: str) -> Iterator[str]:
     temp = os.path.join(temp_dir, os.path.basename(path.rstrip("/")))
     try:
         yield temp
-        if not is_remote(path):
-            _fsync(temp)
         if is_remote(path):
-            with _gcs_errors(path):
-                _blob(path).upload_from_filename(temp)
+            gcs.upload(temp, path)
         else:
+            _fsync(temp)
             os.replace(temp, path)
+    except OSError as error:
+        if error.errno is None or not str(error.filename or "").startswith(temp_dir):
+            raise
+        raise type(error)(error.errno, error.strerror, path) from None  # name the real file
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -441,19 +343,12 @@ def _fsync(path: str) -> None:
         os.close(handle)
 
 
-def bucket_of(path: str) -> str:
-    return _split(path)[0]
-
-
 def check_bucket(path: str, flag: str) -> None:
     """Fails fast, naming the flag, when a gs:// path's bucket does not exist."""
-    if not path.startswith(GCS_SCHEME):
+    if not path.startswith(gcs.SCHEME) or gcs.bucket_exists(path):
         return
-    with _gcs_errors(path):
-        missing = gcs_client().lookup_bucket(bucket_of(path)) is None
-    if missing:
-        raise UsageError(
-            f"no bucket gs://{bucket_of(path)}",
-            f"{flag} {path}",
-            "create the bucket or fix the URL",
-        )
+    raise UsageError(
+        f"no bucket gs://{gcs.split(path)[0]}",
+        f"{flag} {path}",
+        "create the bucket or fix the URL",
+    )

@@ -1,5 +1,6 @@
 """Video ids: the path of a video relative to the library root, without its extension."""
 
+import json
 import posixpath
 import re
 
@@ -60,3 +61,30 @@ def is_video_file(path: str) -> bool:
 def folder_label(path: str) -> str:
     """UCF101 layout: the parent folder names the class."""
     return posixpath.basename(posixpath.dirname(path))
+
+
+def encode_id_line(video_id: str) -> str:
+    """One line of a done-ids file (no line end): the id as a JSON string, ASCII only.
+
+    Ids are paths and may hold newlines, tabs, quotes or (surrogate-escaped) bytes that are
+    not UTF-8; JSON escapes every one of them, so a line is always exactly one id."""
+    return json.dumps(video_id, ensure_ascii=True)
+
+
+def read_id_lines(text: str, legacy: bool = False) -> list[str]:
+    """The ids of a done-ids file: JSON lines (`*.jsonl`), or with `legacy` the `*.txt`
+    files of older runs, one raw id per line (as they were read then)."""
+    if legacy:
+        return [line for line in text.split("\n") if line]
+    ids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            video_id = json.loads(line)
+        except ValueError:
+            video_id = None
+        if not isinstance(video_id, str):
+            raise ValueError(f"line {number} is not a JSON string: {line[:80]!r}")
+        ids.append(video_id)
+    return ids

@@ -1,26 +1,79 @@
-"""Settings of one extraction run, parsed from flags by the entry point."""
+"""Settings of one extraction run, and where a test makes it fail; parsed by the entry point.
+
+Light on purpose: no TensorFlow, Keras or Beam import, so the entry point can build and
+check a config before anything heavy loads.
+"""
 
 from dataclasses import dataclass
+
+from features.cli import UsageError
+from features.streams import FeatureSpec
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Where a test makes a run fail; production runs pass None (no fault).
+
+    `fail_after_videos` and `fail_before_commit` crash the whole job (crash-and-rerun
+    tests); `fail_embed_ids` makes the CNN raise for those video ids and `nan_embed_ids`
+    makes it return NaN (the quantizer then refuses it): one video fails, not the job.
+    """
+
+    fail_after_videos: int = -1  # the record encoder raises after this many videos
+    fail_before_commit: bool = False
+    fail_embed_ids: frozenset[str] = frozenset()
+    nan_embed_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    input_pattern: str  # what Beam matches: a glob, or `<folder>/**` for a folder
-    match_folder: bool  # True when --input named a folder: keep video extensions only
+    """One run of `extract_features`: what to read, how to embed it, where to write it."""
+
+    input: str  # --input as given, made absolute
+    input_pattern: str  # a glob, or the folder to walk when match_folder
+    match_folder: bool  # --input named a folder: walk it, keep video extensions only
     output: str
     id_root: str
     run_id: str
-    fps: float
+    specs: tuple[FeatureSpec, ...]  # the streams to compute; today one: rgb
     max_frames: int  # 0 = no cap
-    backbone: str
-    weights: str  # imagenet | random | a local weights file
-    seed: int
-    batch_size: int
-    pca: str  # auto | fit | PATH
-    pca_dims: int
-    pca_sample_frames: int
+    frames_per_batch: int
     labels_csv: str = ""
     labels_from_folders: bool = False
     vocabulary: str = ""
-    num_shards: int = 0
+    num_shards: int = 0  # 0 = about one shard per 1,000 videos
     skip_existing: bool = False
+    lease_timeout_s: float = 86400.0
+    break_lease: bool = False
+    beam_args: tuple[str, ...] = ()
+
+    @property
+    def rgb(self) -> FeatureSpec:
+        """The first stream: its backbone, weights and PCA are the manifest's top level."""
+        return self.specs[0]
+
+    def validate(self, feature_dims: dict[str, int]) -> None:
+        """Cross-field rules, in one place; `feature_dims` maps each backbone to its width.
+
+        Single-flag ranges (finite, >= 1, ...) are the parser's; these involve two flags."""
+        for spec in self.specs:
+            dims = feature_dims[spec.backbone]
+            if not 1 <= spec.dims <= dims:
+                raise UsageError(
+                    f"{spec.backbone} gives {dims}-d features",
+                    f"--pca_dims {spec.dims}",
+                    f"choose 1..{dims}",
+                )
+        if self.labels_csv and self.labels_from_folders:
+            raise UsageError(
+                "two label sources",
+                "--labels and --labels_from_folders",
+                "pass one of them",
+            )
+        root = self.id_root.rstrip("/") + "/"
+        if not (self.input_pattern + "/").startswith(root):
+            raise UsageError(
+                f"--input {self.input} is not under the id root",
+                f"--id_root {self.id_root}",
+                "pass a folder that holds the input",
+            )

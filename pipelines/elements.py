@@ -4,9 +4,6 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf import json_format
-
-from framevlad_proto import framevlad_pb2
 
 
 @dataclass(frozen=True)
@@ -17,6 +14,16 @@ class VideoInput:
     path: str
     labels: tuple[int, ...]
     labeled: bool  # False when --labels has no row for this id
+
+    def to_json_line(self) -> str:
+        """JSON escapes any id or path (newlines, bytes that are not UTF-8), one per line."""
+        fields = {"id": self.video_id, "path": self.path, "labels": list(self.labels)}
+        return json.dumps({**fields, "labeled": self.labeled}, sort_keys=True)
+
+    @classmethod
+    def from_json_line(cls, line: str) -> "VideoInput":
+        fields = json.loads(line)
+        return cls(fields["id"], fields["path"], tuple(fields["labels"]), fields["labeled"])
 
 
 @dataclass(frozen=True)
@@ -34,9 +41,23 @@ class DecodeSummary:
 
 @dataclass(frozen=True)
 class QuantizedChunk:
+    """Consecutive frames of one stream of one video; `error` set when the CNN, the PCA or
+    the quantizer failed on them (the video then fails as embed_error)."""
+
     start_index: int
-    quantized: np.ndarray  # [n, K] uint8
-    feature_sum: np.ndarray  # [K] float64, of the whitened features before quantization
+    quantized: np.ndarray | None  # [n, K] uint8
+    feature_sum: np.ndarray | None  # [K] float64, of the whitened features before quantization
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class EmbeddedVideo:
+    """A video with every stream embedded: what DecodeAndEmbed hands to records or tagging."""
+
+    video: VideoInput
+    features: dict[str, np.ndarray]  # stream name -> [T, K] uint8 quantized frames
+    means: dict[str, np.ndarray]  # stream name -> [K] float32, mean whitened frame
+    summary: DecodeSummary  # of the first stream
 
 
 @dataclass(frozen=True)
@@ -49,12 +70,9 @@ class Failure:
     detail: str
 
     def to_json_line(self, run_id: str) -> str:
-        message = framevlad_pb2.FailedInput(
-            path=self.path,
-            video_id=self.video_id,
-            reason=self.reason,
-            detail=self.detail,
-            run_id=run_id,
-        )
-        as_dict = json_format.MessageToDict(message, preserving_proto_field_name=True)
-        return json.dumps(as_dict, sort_keys=True)
+        """One framevlad.FailedInput as a JSON line. Written with json, not json_format: a
+        path may hold bytes that are not UTF-8 (surrogate escapes), which a proto string
+        refuses and a JSON `\\udcXX` escape keeps, so the line leads back to the file."""
+        fields = {"path": self.path, "video_id": self.video_id, "reason": self.reason}
+        fields |= {"detail": self.detail, "run_id": run_id}
+        return json.dumps(fields, sort_keys=True)

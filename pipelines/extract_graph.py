@@ -1,177 +1,136 @@
-"""The extraction job's graph: match → dedupe → (skip done) → label → embed → write → commit."""
+"""The extraction job's graph: videos → DecodeAndEmbed → records, dead letter → commit.
 
-import os
+Everything decided before the job (which videos, their labels, the vocabulary, the PCA)
+arrives in a RunPlan; the graph only embeds and writes, then commits last.
+"""
+
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from features import video_ids
-from features.formats import (
-    FRAME_DIR,
-    PCA_FILE,
-    RECORD_SUFFIX,
-    VIDEO_DIR,
-    VOCABULARY_FILE,
-)
+from features import storage
+from features.formats import FRAME_DIR, RECORD_SUFFIX, VIDEO_DIR
 from features.labels import Vocabulary
-from pipelines import manifest, runs, storage
-from pipelines.config import ExtractConfig
+from framevlad_proto import framevlad_pb2
+from pipelines import manifest, runs
+from pipelines.config import ExtractConfig, FaultPlan
+from pipelines.decode_embed import DecodeAndEmbed
+from pipelines.elements import Failure, VideoInput
 from pipelines.transforms import (
     COUNTS,
-    FAILED,
-    FAULT_ENV,
     OK_ID,
-    SUMMARY,
+    SINGLE_SHARD,
     VIDEO_LEVEL,
-    AssembleVideo,
-    EmbedVideos,
-    JoinLabels,
-    KeepFirstPath,
-    MatchVideos,
-    WhitenAndQuantize,
+    EncodeRecords,
+    InjectedFaultError,
+    WriteShards,
     count_outcomes,
-    read_label_rows,
     write_failures,
+    write_lines,
 )
 
-
-class SkipDone(beam.DoFn):
-    """Drops videos whose id a committed run already holds (--skip_existing)."""
-
-    def process(self, joined: tuple[str, dict]):
-        video_id, sides = joined
-        for path in sides["paths"]:
-            if sides["done"]:
-                yield beam.pvalue.TaggedOutput(COUNTS, ("skipped", 1))
-            else:
-                yield video_id, path
+VIDEOS_PER_LIST = 1000
 
 
-def skip_done(pipeline: beam.Pipeline, unique, done_ids_files: list[str]):
-    """(to-do (id, path) collection, skipped counts)."""
-    done = (
-        pipeline
-        | "DoneIdFiles" >> beam.Create(done_ids_files)
-        | "ReadDoneIds" >> beam.io.ReadAllFromText()
-        | "KeyDone" >> beam.Map(lambda video_id: (video_id, True))
-    )
-    todo = (
-        {"paths": unique, "done": done}
-        | "JoinDone" >> beam.CoGroupByKey()
-        | "SkipDone" >> beam.ParDo(SkipDone()).with_outputs(COUNTS, main="todo")
-    )
-    return todo.todo, todo[COUNTS]
+@dataclass
+class RunPlan:
+    """What the launcher decided before the job: the graph's inputs and manifest parts."""
+
+    videos: list[VideoInput]
+    input_lists: list[str]  # where the launcher wrote `videos` for the workers to read
+    failures: list[Failure]  # found before the job: unreadable, duplicate_id, unknown_label
+    vocabulary: Vocabulary
+    streams: tuple[framevlad_pb2.StreamInfo, ...]  # for the manifest
+    pca_paths: dict[str, str]  # stream name -> pca.npz the workers read
+    num_shards: int
+    counts: dict[str, int] = field(default_factory=dict)  # seen, skipped, ... known up front
+
+
+def write_input_lists(output: str, run_id: str, videos: list[VideoInput]) -> list[str]:
+    """Hands the launcher's list of videos to the workers as files of VIDEOS_PER_LIST JSON
+    lines, `manifests/<run_id>-inputs-SSSSS.jsonl`, so that the job graph stays small however
+    large the library (a graph holding a 500k-video list would exceed Dataflow's limit)."""
+    paths = []
+    for start in range(0, len(videos), VIDEOS_PER_LIST):
+        chunk = videos[start : start + VIDEOS_PER_LIST]
+        path = storage.join(output, runs.MANIFESTS_DIR, f"{run_id}-inputs-{len(paths):05d}.jsonl")
+        storage.write_text(path, "".join(video.to_json_line() + "\n" for video in chunk))
+        paths.append(path)
+    return paths
+
+
+def read_input_list(path: str) -> list[VideoInput]:
+    return [VideoInput.from_json_line(line) for line in storage.read_text(path).splitlines()]
 
 
 def build_pipeline(
     pipeline: beam.Pipeline,
     config: ExtractConfig,
-    manifest_parts: dict,
-    given_vocabulary: Vocabulary,
-    done_ids_files: list[str],
+    plan: RunPlan,
+    faults: FaultPlan | None = None,
+    progress_token: str = "",
 ) -> None:
-    """Adds the extraction steps to `pipeline`; `manifest_parts` are build_manifest's
-    run-independent arguments (weights, frame_size, pca_dims, pca_epsilon, pca_source,
-    pca_sample_frames, pca_sha256); the workers read pca.npz from the output;
-    `done_ids_files` list the ok ids of committed runs to skip."""
-    keyed_paths = pipeline | "Match" >> MatchVideos(config)
-    unique = (
-        keyed_paths
-        | "GroupById" >> beam.GroupByKey()
-        | "KeepFirstPath" >> beam.ParDo(KeepFirstPath()).with_outputs(FAILED, main="unique")
+    """Adds the extraction steps to `pipeline`; the commit step runs once every file is final."""
+    videos = (
+        pipeline
+        | "InputLists" >> beam.Create(plan.input_lists)
+        | "ReadInputs" >> beam.FlatMap(read_input_list)
+        | "Spread" >> beam.Reshuffle()
     )
-    todo, skipped = unique.unique, []
-    if done_ids_files:
-        todo, skipped_counts = skip_done(pipeline, unique.unique, done_ids_files)
-        skipped = [skipped_counts]
-    if config.labels_csv:
-        label_rows = read_label_rows(pipeline, config.labels_csv)
-    elif config.labels_from_folders:
-        label_rows = todo | "FolderLabels" >> beam.MapTuple(
-            lambda video_id, path: (video_id, [video_ids.folder_label(path)])
-        )
-    else:
-        label_rows = pipeline | "NoLabels" >> beam.Create([])
-    if len(given_vocabulary):
-        vocabulary = pipeline | "GivenVocabulary" >> beam.Create([given_vocabulary])
-    else:
-        vocabulary = (
-            label_rows
-            | "LabelNames"
-            >> beam.FlatMap(lambda row: [token for token in row[1] if not token.isdigit()])
-            | "DistinctNames" >> beam.Distinct()
-            | "AllNames" >> beam.combiners.ToList()
-            | "Vocabulary" >> beam.Map(Vocabulary.from_names)
-        )
-    labeled = (
-        {"paths": todo, "rows": label_rows}
-        | "JoinLabels" >> beam.CoGroupByKey()
-        | "ResolveLabels"
-        >> beam.ParDo(JoinLabels(), beam.pvalue.AsSingleton(vocabulary)).with_outputs(
-            FAILED, COUNTS, main="videos"
-        )
+    embedded, embed_failures = videos | "DecodeAndEmbed" >> DecodeAndEmbed(
+        config.specs,
+        plan.pca_paths,
+        config.frames_per_batch,
+        config.max_frames,
+        faults=faults,
+        progress_token=progress_token,
     )
-    frame_size = manifest_parts["frame_size"]
-    pca_path = storage.join(config.output, PCA_FILE)
-    embedded, summaries, decode_failures = labeled.videos | "Embed" >> EmbedVideos(
-        config, frame_size
+    encoded = embedded | "EncodeRecords" >> beam.ParDo(
+        EncodeRecords(config.specs, faults)
+    ).with_outputs(VIDEO_LEVEL, OK_ID, COUNTS, main="frame")
+    shards = (plan.num_shards, RECORD_SUFFIX)
+    frame_prefix = storage.join(config.output, FRAME_DIR, config.run_id)
+    video_prefix = storage.join(config.output, VIDEO_DIR, config.run_id)
+    launcher_failures = pipeline | "LauncherFailures" >> beam.Create(plan.failures)
+    failures = (launcher_failures, embed_failures) | "AllFailures" >> beam.Flatten()
+    ids_path = storage.join(
+        config.output, runs.MANIFESTS_DIR, f"{config.run_id}-ids-{SINGLE_SHARD}.jsonl"
     )
-    assembled = (
-        {
-            "chunks": embedded | "Quantize" >> beam.ParDo(WhitenAndQuantize(pca_path)),
-            SUMMARY: summaries,
-        }
-        | "JoinChunks" >> beam.CoGroupByKey()
-        | "Assemble"
-        >> beam.ParDo(AssembleVideo()).with_outputs(VIDEO_LEVEL, COUNTS, OK_ID, main="frame")
-    )
-    shards = {"num_shards": config.num_shards, "file_name_suffix": RECORD_SUFFIX}
     written = {
-        "frame_records": assembled.frame
-        | "WriteFrames"
-        >> beam.io.WriteToTFRecord(storage.join(config.output, FRAME_DIR, config.run_id), **shards),
-        "video_records": assembled[VIDEO_LEVEL]
-        | "WriteVideos"
-        >> beam.io.WriteToTFRecord(storage.join(config.output, VIDEO_DIR, config.run_id), **shards),
+        "frame_records": encoded.frame | "WriteFrames" >> WriteShards(frame_prefix, *shards),
+        "video_records": encoded[VIDEO_LEVEL] | "WriteVideos" >> WriteShards(video_prefix, *shards),
+        "failed_records": write_failures(failures, config.output, config.run_id),
+        "ok_ids_files": write_lines(encoded[OK_ID], ids_path, "Ids"),
     }
-    failures = (
-        unique[FAILED],
-        labeled[FAILED],
-        decode_failures,
-    ) | "AllFailures" >> beam.Flatten()
-    written["failed_records"] = write_failures(failures, config.output, config.run_id)
-    written["ok_ids_files"] = assembled[OK_ID] | "WriteOkIds" >> beam.io.WriteToText(
-        storage.join(config.output, runs.MANIFESTS_DIR, f"{config.run_id}-ids"),
-        file_name_suffix=".txt",
-        num_shards=1,
-    )
-    counts = count_outcomes(keyed_paths, failures, labeled[COUNTS], assembled[COUNTS], *skipped)
-    _ = vocabulary | "WriteVocabulary" >> beam.Map(write_vocabulary, config.output)
-    written_lists = {key: beam.pvalue.AsList(files) for key, files in written.items()}
+    counts = count_outcomes(failures, encoded[COUNTS])
+    side_inputs = {key: beam.pvalue.AsList(paths) for key, paths in written.items()}
     _ = counts | "Commit" >> beam.Map(
         commit_step,
         config=config,
-        manifest_parts=manifest_parts,
-        vocabulary=beam.pvalue.AsSingleton(vocabulary),
-        **written_lists,
+        # Serialized: Beam's pickler cannot pickle proto messages by value.
+        streams=[stream.SerializeToString() for stream in plan.streams],
+        vocabulary=plan.vocabulary,
+        launcher_counts=plan.counts,
+        faults=faults or FaultPlan(),
+        **side_inputs,
     )
-
-
-def write_vocabulary(vocabulary: Vocabulary, output: str) -> None:
-    if len(vocabulary):
-        storage.write_bytes(storage.join(output, VOCABULARY_FILE), vocabulary.to_csv().encode())
 
 
 def commit_step(
-    counts: dict,
+    job_counts: dict[str, int],
     config: ExtractConfig,
-    manifest_parts: dict,
+    streams: list[bytes],
     vocabulary: Vocabulary,
+    launcher_counts: dict[str, int],
+    faults: FaultPlan,
     **written: list[str],
 ) -> None:
-    """Runs after every shard is final (they are side inputs): writes the commit marker."""
-    if os.environ.get(FAULT_ENV) == "before_commit":
-        raise RuntimeError(f"{FAULT_ENV}=before_commit: failing before the commit, as asked")
-    built = manifest.build_manifest(
-        config, counts=counts, vocabulary=vocabulary, written=written, **manifest_parts
-    )
-    runs.commit(config.output, built)
+    """Runs after every file is final (they are side inputs): writes the commit marker.
+    (Not handed the whole RunPlan: its video list would be pickled into the graph twice.)"""
+    if faults.fail_before_commit:
+        raise InjectedFaultError("failing before the commit, as the FaultPlan asks")
+    counts = {**job_counts, **launcher_counts}
+    stream_infos = tuple(framevlad_pb2.StreamInfo.FromString(stream) for stream in streams)
+    built = manifest.build_manifest(config, stream_infos, counts, vocabulary, written)
+    runs.commit(config.output, built, vocabulary)
+    runs.release_lease(config.output, config.run_id)

@@ -1,27 +1,32 @@
-"""RunInference handler that embeds uint8 frame chunks with a `features.backbones` CNN.
+"""RunInference handler that embeds keyed uint8 frame chunks with a `features.backbones` CNN.
 
 Beam's TFModelHandler pulls in tensorflow_hub and tf-keras; this one only needs Keras 3.
+A chunk whose embedding fails comes back as its error message, not as an exception, so that
+one bad video fails alone (embed_error in the dead letter) and the job goes on.
 """
 
 import contextlib
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import apache_beam as beam
 import numpy as np
 import tensorflow as tf
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import ModelHandler
 
+from features import storage
 from features.backbones import build_backbone
 from features.embedder import FrameEmbedder
-from pipelines import storage
+from features.streams import FeatureSpec
+from pipelines.config import FaultPlan
 
-_loads_in_this_process = 0
-
-
-def loads_in_this_process() -> int:
-    """How many backbones this process has built; RunInference's shared handle keeps it at
-    one per process however many threads or bundles run."""
-    return _loads_in_this_process
+NAMESPACE = "framevlad"
+MODEL_LOADS = "model_loads"
+ChunkKey = tuple[bytes, int]  # (decode_embed.beam_key of the id, the chunk's first frame)
+KeyedChunk = tuple[ChunkKey, np.ndarray]  # [n, H, W, 3] uint8 frames
+# The chunk's features [n, D] float32, or why they could not be computed.
+KeyedFeatures = tuple[ChunkKey, np.ndarray | str]
 
 
 def allow_gpu_memory_growth() -> None:
@@ -31,8 +36,25 @@ def allow_gpu_memory_growth() -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
 
 
-class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbedder]):
-    """Examples are frame chunks [n, H, W, 3] uint8; inferences are features [n, D] float32.
+class LoadedBackbone:
+    """The shared model of one process, with its load not yet counted in a Beam metric:
+    load_model runs in DoFn.setup, where metric updates are lost, so the first inference
+    after a load counts it (as RunInference caches its own load metrics)."""
+
+    def __init__(self, embedder: FrameEmbedder) -> None:
+        self.embedder = embedder
+        self._uncounted = 1
+        self._lock = threading.Lock()
+
+    def take_uncounted_loads(self) -> int:
+        with self._lock:
+            loads, self._uncounted = self._uncounted, 0
+        return loads
+
+
+class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbone]):
+    """Examples are ((id, start), frames [n, H, W, 3] uint8); inferences ((id, start),
+    features [n, D] float32 or an error message).
 
     Chunks from several videos are concatenated and run in fixed-size batches, so the compiled
     graph is traced once and a video's short last chunk does not waste a whole batch.
@@ -40,39 +62,60 @@ class BackboneModelHandler(ModelHandler[np.ndarray, PredictionResult, FrameEmbed
 
     def __init__(
         self,
-        backbone: str,
-        weights: str,
-        seed: int = 0,
-        batch_size: int = 32,
+        spec: FeatureSpec,
+        frames_per_batch: int = 32,
+        faults: FaultPlan | None = None,
         max_chunks_per_batch: int = 2,
     ) -> None:
-        self._backbone = backbone
-        self._weights = weights
-        self._seed = seed
-        self._batch_size = batch_size
+        self._spec = spec
+        self._frames_per_batch = frames_per_batch
+        self._faults = faults or FaultPlan()
         self._max_chunks_per_batch = max_chunks_per_batch
 
-    def load_model(self) -> FrameEmbedder:
-        global _loads_in_this_process
-        _loads_in_this_process += 1
+    def load_model(self) -> LoadedBackbone:
         allow_gpu_memory_growth()
-        weights = storage.stage_locally(self._weights)  # a gs:// weights file, once per worker
-        model = build_backbone(self._backbone, weights=weights, seed=self._seed)
-        return FrameEmbedder(model, batch_size=self._batch_size)
+        weights = storage.stage_file(self._spec.weights)  # a gs:// weights file, once
+        model = build_backbone(self._spec.backbone, weights=weights, seed=self._spec.seed)
+        return LoadedBackbone(FrameEmbedder(model, batch_size=self._frames_per_batch))
 
     def run_inference(
         self,
-        batch: Sequence[np.ndarray],
-        model: FrameEmbedder,
+        batch: Sequence[KeyedChunk],
+        model: LoadedBackbone,
         inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[PredictionResult]:
-        features = model.embed(np.concatenate(batch))
-        boundaries = np.cumsum([len(chunk) for chunk in batch])[:-1]
-        # The frames are not echoed back: downstream needs only the features.
-        return [PredictionResult(None, chunk) for chunk in np.split(features, boundaries)]
+    ) -> Iterable[KeyedFeatures]:
+        loads = model.take_uncounted_loads()
+        if loads:
+            beam.metrics.Metrics.counter(NAMESPACE, MODEL_LOADS).inc(loads)
+        keys = [key for key, _ in batch]
+        try:
+            features = self._embed(model.embedder, batch)
+        except Exception:  # noqa: BLE001 -- retried chunk by chunk to find the bad one
+            return [(key, self._embed_one(model.embedder, (key, frames))) for key, frames in batch]
+        boundaries = np.cumsum([len(frames) for _, frames in batch])[:-1]
+        return list(zip(keys, np.split(features, boundaries), strict=True))
 
-    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
-        return sum(chunk.nbytes for chunk in batch)
+    def _embed(self, embedder: FrameEmbedder, batch: Sequence[KeyedChunk]) -> np.ndarray:
+        ids = [key[0].decode("utf-8", "surrogateescape") for key, _ in batch]
+        failing = [video_id for video_id in ids if video_id in self._faults.fail_embed_ids]
+        if failing:
+            raise RuntimeError(f"injected CNN failure for {failing[0]!r}")
+        features = embedder.embed(np.concatenate([frames for _, frames in batch]))
+        start = 0
+        for video_id, (_, frames) in zip(ids, batch, strict=True):
+            if video_id in self._faults.nan_embed_ids:
+                features[start : start + len(frames)] = np.nan
+            start += len(frames)
+        return features  # [sum n, D] float32
+
+    def _embed_one(self, embedder: FrameEmbedder, chunk: KeyedChunk) -> np.ndarray | str:
+        try:
+            return self._embed(embedder, [chunk])
+        except Exception as error:  # noqa: BLE001 -- the video fails, the job goes on
+            return f"{type(error).__name__}: {error}"
+
+    def get_num_bytes(self, batch: Sequence[KeyedChunk]) -> int:
+        return sum(frames.nbytes for _, frames in batch)
 
     def batch_elements_kwargs(self) -> dict[str, int]:
         return {"min_batch_size": 1, "max_batch_size": self._max_chunks_per_batch}

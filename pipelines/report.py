@@ -4,22 +4,29 @@ The page is one file with inline CSS, relative thumbnail links and no scripts or
 so a copied output folder opens from file:// on any laptop and can be archived with a run.
 """
 
-import glob
 import hashlib
 import html
 import io
 import json
-import os
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from features import storage
 
 REPORT_DIR = "report"
 THUMBNAIL_DIR = "thumbnails"  # under REPORT_DIR, so the page links it relatively
 THUMBNAIL_MAX_SIDE = 240  # px; the longer side, which keeps cards one size for any aspect
 THUMBNAIL_QUALITY = 85
 GOLDEN_ANGLE_DEGREES = 137.508  # neighbouring label indices get far-apart hues
+
+
+def printable(text: str) -> str:
+    """An id or path as tag_videos writes it in text (CSV, Parquet, HTML): bytes of a file
+    name that are not UTF-8 (surrogate escapes) become `\\xNN`, so every output stays
+    valid UTF-8 and the name still shows which file it was."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def thumbnail_name(video_id: str) -> str:
@@ -45,56 +52,72 @@ def encode_thumbnail(frame: np.ndarray, display_size: tuple[int, int] | None) ->
     return encoded.getvalue()
 
 
-def write_report(output: str) -> str:
-    """Writes `<output>/report/index.html` from a local tag_videos output; returns its path.
+def write_report(output: str, shown_as: str = "") -> str:
+    """Writes `<output>/report/index.html` from a tag_videos output (a folder or gs:// prefix)
+    and returns its path; the page is written whole or not at all. The header names
+    `shown_as` (default `output`): where the files will be once a staged run is committed.
 
     tags.parquet is required; segments.parquet and failed-*.jsonl are optional because a run
-    may have no segment head or no failures.
+    may have no segment head or no failures. Only thumbnails present under the output are
+    linked, so a card never points at a picture another run left behind.
     """
-    tags_path = os.path.join(output, "tags.parquet")
-    if not os.path.exists(tags_path):
+    tags_path = storage.join(output, "tags.parquet")
+    if not storage.exists(tags_path):
         raise FileNotFoundError(f"{tags_path}: not found; is {output} a tag_videos output?")
-    tags = pd.read_parquet(tags_path)
-    segments_path = os.path.join(output, "segments.parquet")
-    segments = pd.read_parquet(segments_path) if os.path.exists(segments_path) else None
+    tags = _read_parquet(tags_path)
+    segments_path = storage.join(output, "segments.parquet")
+    segments = _read_parquet(segments_path) if storage.exists(segments_path) else None
+    thumbnail_dir = storage.join(output, REPORT_DIR, THUMBNAIL_DIR)
+    thumbnails = {path.rsplit("/", 1)[-1] for path in storage.match(f"{thumbnail_dir}/*.jpg")}
     failures = _read_failures(output)
+    page = render_report(tags, segments, failures, thumbnails, shown_as or output)
+    index_path = storage.join(output, REPORT_DIR, "index.html")
+    storage.write_text(index_path, page)
+    return index_path
 
-    report_dir = os.path.join(output, REPORT_DIR)
-    thumbnail_dir = os.path.join(report_dir, THUMBNAIL_DIR)
+
+def render_report(
+    tags: pd.DataFrame,
+    segments: pd.DataFrame | None,
+    failures: list[dict[str, str]],
+    thumbnails: set[str],
+    source: str,
+) -> str:
+    """The page: a card per tagged video (sorted by id), then the failed inputs.
+
+    `thumbnails` holds the file names present under report/thumbnails/; `source` is the
+    output folder shown in the header.
+    """
     segments_by_id = dict(tuple(segments.groupby("id", sort=False))) if segments is not None else {}
     cards = []
     for video_id, video_tags in tags.groupby("id", sort=True):
         name = thumbnail_name(str(video_id))
-        has_thumbnail = os.path.exists(os.path.join(thumbnail_dir, name))
         cards.append(
-            _card(str(video_id), video_tags, segments_by_id.get(video_id), name, has_thumbnail)
+            _card(str(video_id), video_tags, segments_by_id.get(video_id), name, name in thumbnails)
         )
-
-    page = _PAGE.format(
+    return _PAGE.format(
         css=_CSS,
         videos=len(cards),
         failed=len(failures),
-        source=html.escape(os.path.abspath(output)),
+        source=html.escape(storage.absolute(source)),
         cards="\n".join(cards) or '<p class="empty">No videos were tagged.</p>',
         failures=_failed_table(failures),
     )
-    os.makedirs(report_dir, exist_ok=True)
-    index_path = os.path.join(report_dir, "index.html")
-    with open(index_path, "w", encoding="utf-8") as sink:
-        sink.write(page)
-    return index_path
+
+
+def _read_parquet(path: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
 
 
 def _read_failures(output: str) -> list[dict[str, str]]:
     """Rows of every failed-*.jsonl; proto3 JSON omits empty fields, hence the defaults."""
     failures = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(output), "failed-*.jsonl"))):
-        with open(path, encoding="utf-8") as source:
-            for line in source:
-                if line.strip():
-                    row = json.loads(line)
-                    keys = ("path", "video_id", "reason", "detail")
-                    failures.append({key: str(row.get(key, "")) for key in keys})
+    for path in storage.match(storage.join(output, "failed-*.jsonl")):
+        for line in storage.read_text(path).split("\n"):
+            if line.strip():
+                row = json.loads(line)
+                keys = ("path", "video_id", "reason", "detail")
+                failures.append({key: printable(str(row.get(key, ""))) for key in keys})
     return sorted(failures, key=lambda row: (row["path"], row["video_id"]))
 
 

@@ -5,20 +5,23 @@ last: a run without that file never happened, and the next run sets its shards a
 `<output>/uncommitted/<run_id>/`. `manifest.json` aggregates the committed runs.
 """
 
+import contextlib
 import glob
+import json
 import os
 import re
 import shutil
 
-from apache_beam.io.filesystems import FileSystems
-
-from features.formats import FAILED_PREFIX, FRAME_DIR, MANIFEST_FILE, VIDEO_DIR
+from features import lease, storage, video_ids
+from features.formats import FAILED_PREFIX, FRAME_DIR, MANIFEST_FILE, VIDEO_DIR, VOCABULARY_FILE
+from features.labels import Vocabulary
+from features.manifest import manifest_to_json, read_manifest
 from framevlad_proto import framevlad_pb2
-from pipelines import manifest, storage
 
 MANIFESTS_DIR = "manifests"
 UNCOMMITTED_DIR = "uncommitted"
-BEAM_TEMP = "beam-temp-"
+# Half-written files: Beam's file sinks (older versions of this job) and features.storage.
+LEFTOVER_PREFIXES = ("beam-temp-", storage.TEMP_PREFIX)
 RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 
 
@@ -29,8 +32,27 @@ def run_manifest_path(output: str, run_id: str) -> str:
 def committed_runs(output: str) -> list[framevlad_pb2.Manifest]:
     """The committed runs' manifests, oldest first."""
     paths = storage.match(storage.join(output, MANIFESTS_DIR, "*.json"))
-    runs = [manifest.read_manifest(path) for path in paths]
+    runs = [read_manifest(path) for path in paths if RUN_ID.fullmatch(path.rsplit("/", 1)[1][:-5])]
     return sorted(runs, key=lambda run: run.run_id)
+
+
+def done_ids(output: str, runs: list[framevlad_pb2.Manifest]) -> set[str]:
+    """Ids of the videos committed runs wrote: JSON lines (`*.jsonl`), or one id per line in
+    the `*.txt` files of older runs."""
+    done: set[str] = set()
+    for run in runs:
+        for relative in run.ok_ids_files:
+            text = storage.read_text(storage.join(output, relative))
+            done.update(video_ids.read_id_lines(text, legacy=not relative.endswith(".jsonl")))
+    return done
+
+
+def committed_vocabulary(output: str, runs: list[framevlad_pb2.Manifest]) -> Vocabulary | None:
+    """The vocabulary the committed records index into (None before the first labelled run)."""
+    path = storage.join(output, VOCABULARY_FILE)
+    if not runs or not runs[-1].vocabulary_file or not storage.exists(path):
+        return None
+    return Vocabulary.from_csv(storage.read_text(path), source=path)
 
 
 def aggregate(runs: list[framevlad_pb2.Manifest]) -> framevlad_pb2.Manifest:
@@ -39,9 +61,8 @@ def aggregate(runs: list[framevlad_pb2.Manifest]) -> framevlad_pb2.Manifest:
     latest = runs[-1]
     combined = framevlad_pb2.Manifest()
     combined.CopyFrom(latest)
-    combined.ClearField("frame_records")
-    combined.ClearField("video_records")
-    combined.ClearField("ok_ids_files")
+    for field in ("frame_records", "video_records", "ok_ids_files"):
+        combined.ClearField(field)
     combined.counts.ClearField("skipped")
     for field in ("ok", "frames", "truncated", "unlabeled"):
         setattr(combined.counts, field, sum(getattr(run.counts, field) for run in runs))
@@ -54,26 +75,42 @@ def aggregate(runs: list[framevlad_pb2.Manifest]) -> framevlad_pb2.Manifest:
     return combined
 
 
-def commit(output: str, run: framevlad_pb2.Manifest) -> None:
-    """Writes the run's manifest (the commit marker), then the aggregate manifest.json."""
-    storage.write_bytes(
-        run_manifest_path(output, run.run_id), manifest.manifest_to_json(run).encode()
-    )
+def commit(output: str, run: framevlad_pb2.Manifest, vocabulary: Vocabulary) -> None:
+    """Writes vocabulary.csv, the run's manifest (the commit marker), then manifest.json,
+    each whole or not at all. The vocabulary only ever grows by appending, so writing it
+    first is safe: committed records' indices keep their names whether or not this run
+    commits."""
+    if len(vocabulary):
+        storage.write_bytes(storage.join(output, VOCABULARY_FILE), vocabulary.to_csv().encode())
+    storage.write_text(run_manifest_path(output, run.run_id), manifest_to_json(run))
     combined = aggregate(committed_runs(output))
-    storage.write_bytes(
-        storage.join(output, MANIFEST_FILE), manifest.manifest_to_json(combined).encode()
-    )
+    storage.write_text(storage.join(output, MANIFEST_FILE), manifest_to_json(combined))
+
+
+def release_lease(output: str, run_id: str) -> None:
+    """The job gives the output's lease back once it committed, so that a launcher that
+    returned after submitting (a Flex Template) leaves no lease behind; a lease that names
+    another run (broken and retaken meanwhile) is not ours to delete."""
+    path = storage.join(output, lease.LEASE_FILE)
+    try:
+        holder = json.loads(storage.read_bytes(path))
+    except (FileNotFoundError, ValueError):
+        return
+    if isinstance(holder, dict) and holder.get("run_id") == run_id:
+        with contextlib.suppress(FileNotFoundError):
+            storage.delete(path)
 
 
 def set_aside_uncommitted(output: str, committed: set[str]) -> list[str]:
-    """Moves shards of runs that never committed to `uncommitted/<run_id>/`, and deletes the
-    temporary folders of writes that never finished; returns what was moved."""
-    delete_unfinished_writes(output)
+    """Moves files of runs that never committed to `uncommitted/<run_id>/`, and deletes
+    half-written files; returns what was moved."""
+    delete_leftovers(output)
     patterns = [
         storage.join(output, FRAME_DIR, "*"),
         storage.join(output, VIDEO_DIR, "*"),
         storage.join(output, f"{FAILED_PREFIX}-*"),
         storage.join(output, MANIFESTS_DIR, "*-ids-*"),
+        storage.join(output, MANIFESTS_DIR, "*-inputs-*"),
     ]
     prefix = output.rstrip("/") + "/"
     moved = []
@@ -81,27 +118,24 @@ def set_aside_uncommitted(output: str, committed: set[str]) -> list[str]:
         relative = path[len(prefix) :]
         found = RUN_ID.search(relative)
         if found and found.group() not in committed:
-            target = storage.join(output, UNCOMMITTED_DIR, found.group(), relative)
-            if not storage.is_remote(target):
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-            FileSystems.rename([path], [target])
+            storage.rename(path, storage.join(output, UNCOMMITTED_DIR, found.group(), relative))
             moved.append(relative)
     return moved
 
 
-def delete_unfinished_writes(output: str) -> None:
-    """Beam's file sinks write into `beam-temp-*` folders and rename at the end; a job that
-    died leaves them behind."""
-    folders = [
-        output,
-        *(storage.join(output, name) for name in (FRAME_DIR, VIDEO_DIR, MANIFESTS_DIR)),
-    ]
+def delete_leftovers(output: str) -> None:
+    """A job that died leaves half-written files behind under temporary names."""
+    folders = [output, *(storage.join(output, name) for name in (FRAME_DIR, VIDEO_DIR))]
+    folders.append(storage.join(output, MANIFESTS_DIR))
     for folder in folders:
-        pattern = storage.join(folder, f"{BEAM_TEMP}*")
-        if storage.is_remote(output):
-            leftovers = storage.match(storage.join(pattern, "**"))
-            if leftovers:
-                FileSystems.delete(leftovers)
-        else:
-            for leftover in glob.glob(pattern):
-                shutil.rmtree(leftover, ignore_errors=True)
+        for leftover_prefix in LEFTOVER_PREFIXES:
+            pattern = storage.join(folder, f"{leftover_prefix}*")
+            if storage.is_remote(output):
+                for leftover in storage.match(storage.join(pattern, "**")):
+                    storage.delete(leftover)
+            else:
+                for leftover in glob.glob(glob.escape(folder) + f"/{leftover_prefix}*"):
+                    if os.path.isdir(leftover):
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    else:
+                        os.remove(leftover)

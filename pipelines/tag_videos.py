@@ -4,311 +4,241 @@
 
 Writes `<output>/tags.parquet` + `tags.csv` (id, path, rank, label_index, label_name, score),
 `segments.parquet` (id, start_s, end_s, label_index, label_name, score), `predictions.csv`
-(Kaggle VideoId,LabelConfidencePairs), `failed-*.jsonl`, `tagging.json` and
-`report/index.html`.
+(Kaggle VideoId,LabelConfidencePairs), `failed-<run_id>.jsonl`, `report/index.html` and,
+last, `tagging.json`. Each appears whole or not at all; an output holding an earlier run's
+files is refused unless --overwrite.
 """
 
-import argparse
 import json
-import os
+import secrets
 import sys
-import tempfile
+import time
+from dataclasses import dataclass
 
-import apache_beam as beam
-import pyarrow
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from features import cli, lease, storage
+from features.cli import UsageError
+from pipelines.config import FaultPlan
 
-from features import backbones
-from features.formats import MANIFEST_FILE, PCA_FILE, RECORD_SUFFIX, VOCABULARY_FILE
-from features.labels import Vocabulary
-from pipelines import report, storage
-from pipelines.config import ExtractConfig
-from pipelines.elements import VideoInput
-from pipelines.extract_features import UsageError, new_run_id, resolve_input
-from pipelines.tagging_steps import (
-    PREDICTIONS,
-    SEGMENTS,
-    TagSettings,
-    TagVideo,
-    collect_frames,
-    csv_line,
-    record_video,
-)
-from pipelines.transforms import (
-    COUNTS,
-    FAILED,
-    SUMMARY,
-    EmbedVideos,
-    KeepFirstPath,
-    MatchVideos,
-    WhitenAndQuantize,
-    count_outcomes,
-    write_failures,
-)
-from pooling_models import model_dir, staging
-
-TAG_SCHEMA = pyarrow.schema(
-    [
-        ("id", pyarrow.string()),
-        ("path", pyarrow.string()),
-        ("rank", pyarrow.int32()),
-        ("label_index", pyarrow.int32()),
-        ("label_name", pyarrow.string()),
-        ("score", pyarrow.float32()),
-    ]
-)
-SEGMENT_SCHEMA = pyarrow.schema(
-    [
-        ("id", pyarrow.string()),
-        ("start_s", pyarrow.float64()),
-        ("end_s", pyarrow.float64()),
-        ("label_index", pyarrow.int32()),
-        ("label_name", pyarrow.string()),
-        ("score", pyarrow.float32()),
-    ]
-)
-SUMMARY_FILE = "tagging.json"
+PROG = "tag_videos"
+INPUT_KINDS = ("auto", "videos", "records")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tag_videos",
-        description=__doc__.split("\n\n")[0],
-        epilog="Unrecognised flags are passed to Beam (e.g. --runner, --direct_num_workers).",
+@dataclass(frozen=True)
+class TagConfig:
+    """One run of `tag_videos`; `validate()` holds every rule, so a config a test builds is
+    checked exactly as one parsed from flags."""
+
+    model: str  # as given, made absolute: tagging.json records it
+    input: str
+    output: str
+    input_kind: str = "auto"
+    top_k: int = 5
+    min_score: float = 0.0
+    segment_seconds: float = 5.0
+    smooth: int = 3
+    frames_per_batch: int = 32
+    overwrite: bool = False
+    lease_timeout_s: float = lease.DEFAULT_LEASE_TIMEOUT_S
+    break_lease: bool = False
+    beam_args: tuple[str, ...] = ()
+
+    def validate(self) -> "TagConfig":
+        """Every rule in one place; the parser's flag types check the same ranges first."""
+        finite, kinds = float("inf"), "|".join(INPUT_KINDS)
+        rules = [
+            ("--input_kind", self.input_kind, self.input_kind in INPUT_KINDS, kinds),
+            ("--top_k", self.top_k, self.top_k >= 1, "an integer >= 1"),
+            ("--min_score", self.min_score, 0 <= self.min_score <= 1, "a probability in [0, 1]"),
+            ("--segment_seconds", self.segment_seconds, 0 < self.segment_seconds < finite, "> 0"),
+            ("--smooth", self.smooth, self.smooth >= 1, "an integer >= 1"),
+            ("--frames_per_batch", self.frames_per_batch, self.frames_per_batch >= 1, ">= 1"),
+            ("--lease_timeout", self.lease_timeout_s, 0 < self.lease_timeout_s < finite, "> 0"),
+        ]
+        for flag, value, holds, wanted in rules:
+            if not holds:
+                raise UsageError("out of range", f"{flag} {value}", f"pass {wanted}")
+        if self.output.rstrip("/") in (self.model.rstrip("/"), self.input.rstrip("/")):
+            raise UsageError(
+                "is also --model or --input", f"--output {self.output}", "write to a new folder"
+            )
+        return self
+
+
+def build_parser() -> cli.Parser:
+    from pipelines.beam_options import beam_option_names
+
+    parser = cli.Parser(
+        PROG,
+        __doc__.split("\n\n")[0],
+        passthrough=beam_option_names,
+        epilog="Beam's own flags (e.g. --runner, --direct_num_workers) are passed to Beam.",
     )
     parser.add_argument("--model", required=True, help="a train_pool model directory")
-    parser.add_argument("--input", required=True, help="videos (folder, glob, gs://) or *.tfrecord")
+    parser.add_argument("--input", required=True, help="videos (folder, glob, gs://) or records")
+    parser.add_argument(
+        "--input_kind",
+        choices=INPUT_KINDS,
+        default="auto",
+        help="auto: TFRecord files (by their framing, whatever their names) are frame-level "
+        "records, anything else videos",
+    )
     parser.add_argument("--output", required=True, help="folder for tags, segments and report")
-    parser.add_argument("--top_k", type=int, default=5, help="tags per video and per segment")
-    parser.add_argument("--min_score", type=float, default=0.0, help="drop tags below this")
-    parser.add_argument("--segment_seconds", type=float, default=5.0)
-    parser.add_argument("--smooth", type=int, default=3, help="segments in the rolling mean")
-    parser.add_argument("--batch_size", type=int, default=32, help="frames per CNN batch")
+    parser.add_argument("--top_k", type=cli.int_at_least(1), default=5, help="tags per video")
+    parser.add_argument(
+        "--min_score", type=cli.probability, default=0.0, help="drop tags below this"
+    )
+    parser.add_argument(
+        "--segment_seconds", type=cli.positive_float, default=5.0, help="segment length"
+    )
+    parser.add_argument(
+        "--smooth", type=cli.int_at_least(1), default=3, help="segments in the rolling mean"
+    )
+    parser.add_argument(
+        "--frames_per_batch", type=cli.int_at_least(1), default=32, help="frames per CNN batch"
+    )
+    parser.add_alias("--batch_size", "--frames_per_batch")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run's outputs in --output"
+    )
+    parser.add_argument(
+        "--lease_timeout",
+        type=cli.positive_float,
+        default=lease.DEFAULT_LEASE_TIMEOUT_S,
+        help="seconds after which another run's lease on --output counts as stale",
+    )
+    parser.add_argument(
+        "--break_lease", action="store_true", help="take over a stale lease on --output"
+    )
     return parser
 
 
-def is_record_input(pattern: str) -> bool:
-    """`features/frame/*.tfrecord` and the like are records; anything else names videos."""
-    return RECORD_SUFFIX in pattern
-
-
-def check_flags(args: argparse.Namespace) -> None:
-    if args.top_k < 1:
-        raise UsageError(f"--top_k {args.top_k}: must be >= 1")
-    if args.segment_seconds <= 0:
-        raise UsageError(f"--segment_seconds {args.segment_seconds}: must be > 0")
-    if args.smooth < 1:
-        raise UsageError(f"--smooth {args.smooth}: must be >= 1")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be >= 1")
-
-
-def check_manifest(model: str, train_config: model_dir.TrainConfig, manifest: dict) -> None:
-    """Raw videos need the model dir's features manifest, matching the model's input."""
-    if not train_config.raw_video_tagging or not manifest:
-        raise UsageError(
-            f"--model {model}: has no manifest.json ({train_config.note or 'not copied'}); "
-            "it can tag frame-level TFRecords, not raw videos"
-        )
-    pca_dims = int(manifest.get("pca", {}).get("output_dims", 0))
-    model_dims = train_config.model.feature_sizes[0]
-    if pca_dims != model_dims:
-        raise UsageError(
-            f"--model {model}: its manifest's PCA gives {pca_dims}-d features, "
-            f"the model takes {model_dims}"
-        )
-    if manifest["backbone"] not in backbones.BACKBONES:
-        raise UsageError(f"--model {model}: unknown backbone {manifest['backbone']!r}")
-
-
-def weights_flag(manifest: dict) -> str:
-    """The --weights value that rebuilds the manifest's backbone weights."""
-    weights = manifest.get("weights", {})
-    kind = weights.get("kind", "random")
-    return weights["path"] if kind == "path" else kind
-
-
-def extract_config(args: argparse.Namespace, manifest: dict, run_id: str) -> ExtractConfig:
-    pattern, is_folder, id_root = resolve_input(args.input, "")
-    return ExtractConfig(
-        input_pattern=pattern,
-        match_folder=is_folder,
-        output=args.output,
-        id_root=id_root,
-        run_id=run_id,
-        fps=float(manifest.get("fps", 1.0)),
-        max_frames=0,  # tag the whole video
-        backbone=manifest["backbone"],
-        weights=weights_flag(manifest),
-        seed=int(manifest.get("weights", {}).get("seed", 0)),
-        batch_size=args.batch_size,
-        pca=os.path.join(args.model, PCA_FILE),
-        pca_dims=int(manifest["pca"]["output_dims"]),
-        pca_sample_frames=2,
-    )
-
-
-def label_names(model: str) -> tuple[str, ...]:
-    path = os.path.join(model, VOCABULARY_FILE)
-    if not os.path.isfile(path):
-        return ()
-    with open(path) as vocabulary_file:
-        return Vocabulary.from_csv(vocabulary_file.read(), source=path).names
-
-
-def videos_from_files(pipeline: beam.Pipeline, config: ExtractConfig, pca_path: str):
-    """Raw videos -> (TaggableVideo collection, failure collections, matched files)."""
-    matched = pipeline | "Match" >> MatchVideos(config)
-    unique = (
-        matched
-        | "GroupById" >> beam.GroupByKey()
-        | "KeepFirstPath" >> beam.ParDo(KeepFirstPath()).with_outputs(FAILED, main="unique")
-    )
-    inputs = unique.unique | "ToInput" >> beam.MapTuple(
-        lambda video_id, path: VideoInput(video_id, path, (), False)
-    )
-    frame_size = backbones.BACKBONES[config.backbone].input_size
-    embedded, summaries, decode_failures = inputs | "Embed" >> EmbedVideos(
-        config, frame_size, keep_thumbnails=True
-    )
-    videos = (
-        {
-            "chunks": embedded | "Quantize" >> beam.ParDo(WhitenAndQuantize(pca_path)),
-            SUMMARY: summaries,
-        }
-        | "JoinChunks" >> beam.CoGroupByKey()
-        | "CollectFrames" >> beam.FlatMap(collect_frames)
-    )
-    return videos, [unique[FAILED], decode_failures], matched
-
-
-def write_rows(rows, name: str, schema: pyarrow.Schema, output: str, csv_header: bool) -> None:
-    """One `<output>/<name>.parquet` (and `.csv`) file: a library's tags are small."""
-    single = {"num_shards": 1, "shard_name_template": ""}
-    _ = rows | f"Write{name}Parquet" >> beam.io.WriteToParquet(
-        storage.join(output, name), schema, file_name_suffix=".parquet", **single
-    )
-    if csv_header:
-        _ = (
-            rows
-            | f"{name}CsvLine" >> beam.Map(lambda row: csv_line([row[f] for f in schema.names]))
-            | f"Write{name}Csv"
-            >> beam.io.WriteToText(
-                storage.join(output, name),
-                file_name_suffix=".csv",
-                header=",".join(schema.names),
-                **single,
-            )
-        )
-
-
-def run(argv: list[str] | None = None, save_main_session: bool = True):
-    """Checks the model and flags, then runs the tagging job; returns its PipelineResult."""
-    args, beam_args = build_parser().parse_known_args(argv)
-    check_flags(args)
-    storage.skip_credentials_lookup_for_emulator()
-    model_url = storage.absolute(args.model)
-    args.model = staging.local_dir_for(model_url)
-    train_config = model_dir.read_train_config(args.model)
-    if train_config.model.data_level != "frame":
-        raise UsageError(f"--model {model_url}: a video-level model cannot tag frame features")
-    args.output = storage.absolute(args.output)
-    storage.check_bucket(args.output, "--output")
-    run_id = new_run_id()
-    manifest_path = os.path.join(args.model, MANIFEST_FILE)
-    manifest = model_dir.read_manifest_dict(manifest_path) if os.path.isfile(manifest_path) else {}
-    settings = TagSettings(
-        model_dir=model_url,
-        output=args.output,
-        fps=float(manifest.get("fps", 1.0)),
-        max_frames=train_config.max_frames,
+def config_from_flags(args, beam_args: list[str]) -> TagConfig:  # args: argparse.Namespace
+    return TagConfig(
+        model=storage.absolute(args.model),
+        input=storage.absolute(args.input),
+        output=storage.absolute(args.output),
+        input_kind=args.input_kind,
         top_k=args.top_k,
         min_score=args.min_score,
         segment_seconds=args.segment_seconds,
         smooth=args.smooth,
-        label_names=label_names(args.model),
-    )
-    options = PipelineOptions(beam_args)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    pipeline = beam.Pipeline(options=options)
-    if is_record_input(args.input):
-        seen = pipeline | "ReadRecords" >> beam.io.ReadFromTFRecord(args.input)
-        videos = seen | "DecodeRecords" >> beam.Map(record_video)
-        failure_parts = []
-    else:
-        check_manifest(model_url, train_config, manifest)
-        config = extract_config(args, manifest, run_id)
-        backbones.resolve_weights(
-            config.backbone, storage.stage_locally(config.weights), config.seed
+        frames_per_batch=args.frames_per_batch,
+        overwrite=args.overwrite,
+        lease_timeout_s=args.lease_timeout,
+        break_lease=args.break_lease,
+        beam_args=tuple(beam_args),
+    ).validate()
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> dict:
+    """Tags `config.input` into `config.output` and returns tagging.json's content.
+
+    `pipeline` (e.g. a TestPipeline) replaces the one built from `config.beam_args`; faults
+    make a test run fail where a real one might."""
+    from pipelines import report, tagging_outputs, tagging_plan, tagging_steps
+
+    config.validate()
+    storage.check_bucket(config.output, "--output")
+    model = tagging_plan.load_model(config.model)
+    tagging_inputs = tagging_plan.find_inputs(config.input, config.input_kind)
+    if tagging_inputs.kind == "videos" and model.no_videos_reason:
+        fix = "tag its frame-level records instead, or retrain on features with a manifest"
+        raise UsageError(
+            f"cannot tag raw videos: {model.no_videos_reason}", f"--model {config.model}", fix
         )
-        pca_path = storage.join(model_url, PCA_FILE)  # read by the workers
-        videos, failure_parts, seen = videos_from_files(pipeline, config, pca_path)
-    tagged = videos | "Tag" >> beam.ParDo(
-        TagVideo(settings, train_config.model.feature_sizes[0])
-    ).with_outputs(SEGMENTS, PREDICTIONS, FAILED, COUNTS, main="tags")
-    write_rows(tagged.tags, "tags", TAG_SCHEMA, args.output, csv_header=True)
-    write_rows(tagged[SEGMENTS], "segments", SEGMENT_SCHEMA, args.output, csv_header=False)
-    _ = tagged[PREDICTIONS] | "WritePredictions" >> beam.io.WriteToText(
-        storage.join(args.output, "predictions"),
-        file_name_suffix=".csv",
-        header="VideoId,LabelConfidencePairs",
-        num_shards=1,
-        shard_name_template="",
+    if tagging_inputs.kind == "videos":
+        tagging_plan.check_video_model(model)
+    fps = tagging_plan.features_fps(model, tagging_inputs, config.input)
+    run_id = new_run_id()
+    with lease.acquire(config.output, PROG, config.lease_timeout_s, config.break_lease, run_id):
+        tagging_outputs.prepare_output(config.output, config.overwrite, keep=(lease.LEASE_FILE,))
+        staging = tagging_outputs.staging_dir(config.output, run_id)
+        settings = _settings(config, model, fps, staging)
+        summary = {"run_id": run_id, "model": config.model, "input": config.input}
+        summary.update(input_kind=tagging_inputs.kind, fps=fps, top_k=config.top_k)
+        summary.update(min_score=config.min_score, segment_seconds=config.segment_seconds)
+        summary["smooth"] = config.smooth
+        tagging_steps.run_job(
+            pipeline or _pipeline(config.beam_args),
+            tagging_steps.TaggingJob(settings, tagging_inputs, model.specs, summary),
+            config.frames_per_batch,
+            faults,
+        )
+        if faults is not None and faults.fail_before_commit:
+            raise RuntimeError("FaultPlan.fail_before_commit: failing before the commit")
+        report.write_report(staging, shown_as=config.output)
+        written = storage.read_text(storage.join(staging, tagging_outputs.SUMMARY_FILE))
+        tagging_outputs.commit(staging, config.output)
+    return json.loads(written)
+
+
+def _settings(config: TagConfig, model, fps: float, staging: str):  # -> TagSettings
+    from features.formats import RGB_KEY
+    from pipelines import tagging_steps
+
+    return tagging_steps.TagSettings(
+        model_url=config.model,
+        staging=staging,
+        feature_name=RGB_KEY,
+        feature_size=model.feature_size,
+        fps=fps,
+        max_frames=model.max_frames,
+        top_k=config.top_k,
+        min_score=config.min_score,
+        segment_seconds=config.segment_seconds,
+        smooth=config.smooth,
+        label_names=model.label_names,
     )
-    failures = [*failure_parts, tagged[FAILED]] | "AllFailures" >> beam.Flatten()
-    _ = write_failures(failures, args.output, run_id)
-    counts = count_outcomes(seen, failures, tagged[COUNTS])
-    summary = {"run_id": run_id, "model": args.model, "input": args.input, "top_k": args.top_k}
-    summary.update(min_score=args.min_score, segment_seconds=args.segment_seconds)
-    summary["smooth"] = args.smooth
-    _ = counts | "WriteSummary" >> beam.Map(write_summary, args.output, summary)
-    return pipeline.run()
 
 
-def write_summary(counts: dict, output: str, summary: dict) -> None:
-    counts = {"seen": 0, "tagged": 0, "failed": 0, **counts}
-    body = json.dumps({**summary, "counts": counts}, indent=2, sort_keys=True) + "\n"
-    storage.write_bytes(storage.join(output, SUMMARY_FILE), body.encode())
+def _pipeline(beam_args: tuple[str, ...]):  # -> beam.Pipeline
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return beam.Pipeline(options=PipelineOptions(list(beam_args)))
 
 
-def write_report_anywhere(output: str) -> str:
-    """The report is built from local files; for a bucket, from copies, then uploaded."""
-    if not storage.is_remote(output):
-        return report.write_report(output)
-    with tempfile.TemporaryDirectory() as local:
-        names = ["tags.parquet", "segments.parquet"]
-        names += [
-            path.rsplit("/", 1)[1] for path in storage.match(storage.join(output, "failed-*"))
-        ]
-        for name in names:
-            if storage.exists(storage.join(output, name)):
-                with open(os.path.join(local, name), "wb") as copy:
-                    copy.write(storage.read_bytes(storage.join(output, name)))
-        with open(report.write_report(local), "rb") as page:
-            remote_page = storage.join(output, report.REPORT_DIR, "index.html")
-            storage.write_bytes(remote_page, page.read())
-    return remote_page
+def print_summary(summary: dict, config: TagConfig) -> int:
+    """The run's outcome in a few lines; a --min_score that left no tag is an error."""
+    counts = summary["counts"]
+    tagged, below, failed = counts["tagged"], counts.get("below_min_score", 0), counts["failed"]
+    predictions = storage.join(config.output, "predictions.csv")
+    if below and not tagged:
+        raise UsageError(
+            f"no tag reached it: the best score over {below} videos is {summary['top_score']:.4g}",
+            f"--min_score {config.min_score:g}",
+            f"lower it; every video's scores are in {predictions}",
+        )
+    scored = f" ({below} with no score >= --min_score {config.min_score:g})" if below else ""
+    print(f"{PROG}: {tagged} of {counts['seen']} videos tagged{scored}, {failed} failed")
+    print(f"  tags:        {storage.join(config.output, 'tags.csv')} (and .parquet)")
+    print(f"  segments:    {storage.join(config.output, 'segments.parquet')}")
+    print(f"  predictions: {predictions}")
+    print(f"  report:      {storage.join(config.output, 'report', 'index.html')}")
+    if failed:
+        dead_letter = f"failed-{summary['run_id']}.jsonl"
+        print(f"  failed:      {storage.join(config.output, dead_letter)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, _ = build_parser().parse_known_args(argv)
-    try:
-        run(argv).wait_until_finish()
-    except (
-        UsageError,
-        model_dir.ModelDirError,
-        backbones.BackboneError,
-        FileNotFoundError,
-    ) as error:
-        print(f"tag_videos: error: {error}", file=sys.stderr)
-        return 2
-    output = storage.absolute(args.output)
-    counts = json.loads(storage.read_bytes(storage.join(output, SUMMARY_FILE)))["counts"]
-    tagged, seen, failed = counts["tagged"], counts["seen"], counts["failed"]
-    print(f"tag_videos: {tagged} of {seen} videos tagged, {failed} failed")
-    print(f"  tags:     {storage.join(output, 'tags.csv')} (and tags.parquet, segments.parquet)")
-    print(f"  report:   {write_report_anywhere(output)}")
-    return 0
+    args, beam_args = build_parser().parse(argv)
+    cli.quiet(args.verbose, PROG)
+
+    def tag() -> int:
+        config = config_from_flags(args, beam_args)
+        return print_summary(run(config), config)
+
+    return cli.run_main(
+        PROG,
+        tag,
+        args.verbose,
+        after_failure=lambda: "nothing was committed; rerun to tag again",
+    )
 
 
 if __name__ == "__main__":

@@ -1,26 +1,32 @@
-"""tag_videos' own steps: collect a video's features, score it, lay the scores out as rows."""
+"""tag_videos' job: read frame-level records or embed raw videos, score each video and its
+segments, and write every output whole into the run's staging folder."""
 
-import csv
-import io
-import sys
+import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 
-from features import records
-from features.formats import RGB_KEY
+from features import records, storage
+from features.cli import UsageError
 from features.quantize import dequantize
-from pipelines import report, storage
-from pipelines.elements import DecodeSummary, Failure
-from pipelines.transforms import COUNTS, FAILED, SUMMARY, concatenate_chunks
-from pooling_models import model_dir, staging, tagging
+from features.streams import FeatureSpec
+from pipelines import decode_embed, progress, report, tagging_outputs, tagging_records
+from pipelines.config import FaultPlan
+from pipelines.elements import EmbeddedVideo, Failure
+from pipelines.model_handler import NAMESPACE
+from pipelines.tagging_plan import TaggingInputs
+from pooling_models import tagging
 
+FAILED = "failed"
+COUNTS = "counts"
 SEGMENTS = "segments"
 PREDICTIONS = "predictions"
+TOP_SCORE = "top_score"
+TAG_ERROR = "tag_error"  # the pooling model failed on this video
 PREDICTION_TOP_K = 20  # Kaggle's VideoId,LabelConfidencePairs carries up to 20 pairs
-PROGRESS_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,12 @@ class TaggableVideo:
 
 @dataclass(frozen=True)
 class TagSettings:
-    model_dir: str
-    output: str
+    """What every worker needs to score videos and lay the scores out as rows."""
+
+    model_url: str
+    staging: str  # the run's staging folder: thumbnails go under its report/
+    feature_name: str
+    feature_size: int
     fps: float
     max_frames: int  # clip length the model was trained on
     top_k: int
@@ -45,71 +55,96 @@ class TagSettings:
     label_names: tuple[str, ...]  # empty: labels are bare indices
 
 
-def collect_frames(joined: tuple[str, dict]) -> Iterator[TaggableVideo]:
-    """Chunks + decode summary of one video -> its whole quantized feature sequence."""
-    video_id, sides = joined
-    summary: DecodeSummary
-    for summary in sides[SUMMARY]:  # none: the video failed mid-way and is in the dead letter
-        quantized, _ = concatenate_chunks(sides["chunks"])
-        yield TaggableVideo(
-            video_id, summary.video.path, quantized, summary.thumbnail, summary.display_size
-        )
+class ReadFrameRecords(beam.DoFn):
+    """A TFRecord file -> its videos; a record that does not decode fails alone, a damaged
+    file fails the job with one line naming it and the offset (nothing is committed)."""
+
+    def __init__(self, feature_name: str, progress_token: str) -> None:
+        self._feature_name = feature_name
+        self._progress_token = progress_token
+        self._frames = beam.metrics.Metrics.counter(NAMESPACE, "frames")
+
+    def process(self, path: str) -> Iterator:
+        with storage.open_read(path) as source:
+            for offset, data in tagging_records.iter_records(source, path):
+                yield beam.pvalue.TaggedOutput(COUNTS, ("seen", 1))
+                try:
+                    record = records.decode_frame_example(data, (self._feature_name,))
+                except ValueError as error:
+                    detail = f"record at byte {offset}: {error}"
+                    yield beam.pvalue.TaggedOutput(FAILED, Failure(path, "", "bad_record", detail))
+                    continue
+                frames = record.features[self._feature_name]
+                self._frames.inc(len(frames))
+                progress.report(self._progress_token, len(frames))
+                yield TaggableVideo(record.video_id, "", frames)
 
 
-def record_video(serialized: bytes) -> TaggableVideo:
-    record = records.decode_frame_example(serialized, feature_names=(RGB_KEY,))
-    return TaggableVideo(record.video_id, "", record.features[RGB_KEY])
-
-
-def csv_line(values: list) -> str:
-    line = io.StringIO()
-    csv.writer(line, lineterminator="").writerow(values)
-    return line.getvalue()
+def embedded_video(embedded: EmbeddedVideo, feature_name: str) -> TaggableVideo:
+    summary = embedded.summary
+    return TaggableVideo(
+        embedded.video.video_id,
+        embedded.video.path,
+        embedded.features[feature_name],
+        summary.thumbnail,
+        summary.display_size,
+    )
 
 
 class TagVideo(beam.DoFn):
-    """Scores a video and its segments; emits tag rows, segment rows and a Kaggle line."""
+    """Scores a video and its segments: tag rows, segment rows, a Kaggle line, a thumbnail."""
 
-    def __init__(self, settings: TagSettings, feature_size: int) -> None:
+    def __init__(self, settings: TagSettings) -> None:
         self._settings = settings
-        self._feature_size = feature_size
-        self._tagged = 0
+        self._model_loads = beam.metrics.Metrics.counter(NAMESPACE, "tagging_model_loads")
+        self._tagged = beam.metrics.Metrics.counter(NAMESPACE, "videos_tagged")
 
     def setup(self) -> None:
-        # A gs:// model directory is downloaded once per worker process.
-        model = model_dir.load_model(staging.local_dir_for(self._settings.model_dir))
+        from pooling_models import model_dir
+
+        model = model_dir.load_model(self._settings.model_url)  # a gs:// file: staged once
         self._scorer = tagging.WindowScorer(model)
+        self._model_loads.inc()
 
     def process(self, video: TaggableVideo) -> Iterator:
         settings = self._settings
-        if video.quantized.ndim != 2 or video.quantized.shape[1] != self._feature_size:
-            detail = (
-                f"features of shape {video.quantized.shape}, the model takes {self._feature_size}"
-            )
+        if video.quantized.ndim != 2 or video.quantized.shape[1] != settings.feature_size:
+            detail = f"features of shape {video.quantized.shape}, the model takes "
+            detail += str(settings.feature_size)
             failure = Failure(video.path, video.video_id, "feature_size_mismatch", detail)
             yield beam.pvalue.TaggedOutput(FAILED, failure)
             return
         frames_per_segment = max(1, round(settings.segment_seconds * settings.fps))
-        scores = tagging.score_video(
-            self._scorer,
-            dequantize(video.quantized),
-            settings.max_frames,
-            frames_per_segment,
-            settings.smooth,
-        )
-        yield from self._video_rows(video, scores.video)
+        try:
+            scores = tagging.score_video(
+                self._scorer,
+                dequantize(video.quantized),
+                settings.max_frames,
+                frames_per_segment,
+                settings.smooth,
+            )
+            if not np.isfinite(scores.video).all() or not np.isfinite(scores.segments).all():
+                raise ValueError("the model gave non-finite scores")
+        except Exception as error:  # noqa: BLE001 -- one video fails, as RunInference's handler
+            detail = f"{type(error).__name__}: {error}"
+            yield beam.pvalue.TaggedOutput(
+                FAILED, Failure(video.path, video.video_id, TAG_ERROR, detail)
+            )
+            return
+        tags = list(self._video_rows(video, scores.video))
+        yield from tags
         yield from self._segment_rows(video, scores.segments, frames_per_segment)
         top = tagging.top_labels(scores.video, PREDICTION_TOP_K, 0.0)
-        pairs = " ".join(f"{label} {score:.6f}" for label, score in top)
-        yield beam.pvalue.TaggedOutput(PREDICTIONS, csv_line([video.video_id, pairs]))
+        pairs = " ".join(f"{label} {tagging_outputs.score_text(score)}" for label, score in top)
+        yield beam.pvalue.TaggedOutput(PREDICTIONS, (report.printable(video.video_id), pairs))
+        yield beam.pvalue.TaggedOutput(TOP_SCORE, float(scores.video.max()))
         if video.thumbnail is not None:
-            name = report.thumbnail_name(video.video_id)
+            name = report.thumbnail_name(report.printable(video.video_id))
             jpeg = report.encode_thumbnail(video.thumbnail, video.display_size)
-            storage.write_bytes(storage.join(settings.output, "report", "thumbnails", name), jpeg)
-        yield beam.pvalue.TaggedOutput(COUNTS, ("tagged", 1))
-        self._tagged += 1
-        if self._tagged % PROGRESS_EVERY == 0:
-            print(f"tag_videos: {self._tagged} videos tagged by this worker", file=sys.stderr)
+            folder = storage.join(settings.staging, report.REPORT_DIR, report.THUMBNAIL_DIR)
+            storage.write_bytes(storage.join(folder, name), jpeg)
+        yield beam.pvalue.TaggedOutput(COUNTS, ("tagged" if tags else "below_min_score", 1))
+        self._tagged.inc()
 
     def _name(self, label: int) -> str:
         names = self._settings.label_names
@@ -119,21 +154,131 @@ class TagVideo(beam.DoFn):
         top = tagging.top_labels(scores, self._settings.top_k, self._settings.min_score)
         for rank, (label, score) in enumerate(top, start=1):
             yield {
-                "id": video.video_id,
-                "path": video.path,
+                "id": report.printable(video.video_id),
+                "path": report.printable(video.path),
                 "rank": rank,
                 "label_index": label,
                 "label_name": self._name(label),
                 "score": score,
             }
 
-    def _segment_rows(self, video: TaggableVideo, segments: np.ndarray, frames_per_segment: int):
+    def _segment_rows(
+        self, video: TaggableVideo, segments: np.ndarray, frames_per_segment: int
+    ) -> Iterator:
         settings = self._settings
         duration_s = len(video.quantized) / settings.fps
         for index, scores in enumerate(segments):
             start_s = index * frames_per_segment / settings.fps
             end_s = min((index + 1) * frames_per_segment / settings.fps, duration_s)
             for label, score in tagging.top_labels(scores, settings.top_k, settings.min_score):
-                row = {"id": video.video_id, "start_s": start_s, "end_s": end_s}
+                row = {"id": report.printable(video.video_id), "start_s": start_s, "end_s": end_s}
                 row.update(label_index=label, label_name=self._name(label), score=score)
                 yield beam.pvalue.TaggedOutput(SEGMENTS, row)
+
+
+@dataclass(frozen=True)
+class TaggingJob:
+    settings: TagSettings
+    inputs: TaggingInputs
+    specs: tuple[FeatureSpec, ...]  # of raw videos: how to embed them (the model's manifest)
+    summary: dict  # run id and settings, for tagging.json
+
+
+def run_job(
+    pipeline: beam.Pipeline, job: TaggingJob, frames_per_batch: int, faults: FaultPlan | None
+) -> None:
+    """Builds the job on `pipeline` and runs it to the end, with a progress line when the
+    number of videos is known; a damaged record file ends it as one UsageError."""
+    total = len(job.inputs.videos) or job.inputs.records_total  # 0: records in a bucket
+    shown = progress.Progress("tag_videos", total) if total else None
+    token = shown.token if shown else ""
+    embed = None
+    if job.inputs.kind == "videos":
+        embed = decode_embed.DecodeAndEmbed(
+            job.specs,
+            pca_paths={spec.name: spec.pca for spec in job.specs},
+            frames_per_batch=frames_per_batch,
+            max_frames=0,  # the whole video
+            keep_thumbnails=True,
+            faults=faults,
+            progress_token=token,
+        )
+    build_graph(pipeline, job.settings, job.inputs, job.summary, token, embed)
+    with shown or contextlib.nullcontext():
+        try:
+            pipeline.run().wait_until_finish()
+        except UsageError as error:  # Beam appends the step's name to the first argument
+            what = re.sub(r" \[while running '[^']*'\]", "", error.what)
+            raise UsageError(what, error.where, error.fix) from None
+
+
+def build_graph(
+    pipeline: beam.Pipeline,
+    settings: TagSettings,
+    tagging_inputs: TaggingInputs,
+    summary: dict,
+    progress_token: str,
+    embed: beam.PTransform | None = None,
+) -> None:
+    """Adds the tagging job to `pipeline`; every output lands in `settings.staging`.
+
+    `embed` turns VideoInputs into (EmbeddedVideos, failures) for raw videos; None for
+    records input."""
+    staging = settings.staging
+    if tagging_inputs.kind == "records":
+        read = (
+            pipeline
+            | "RecordFiles" >> beam.Create(tagging_inputs.record_files)
+            | "Spread" >> beam.Reshuffle()
+            | "ReadRecords"
+            >> beam.ParDo(ReadFrameRecords(settings.feature_name, progress_token)).with_outputs(
+                FAILED, COUNTS, main="videos"
+            )
+        )
+        videos, failure_parts, count_parts = read.videos, [read[FAILED]], [read[COUNTS]]
+    else:
+        seen = len(tagging_inputs.videos) + len(tagging_inputs.failures)
+        matched = pipeline | "Videos" >> beam.Create(tagging_inputs.videos)
+        embedded, embed_failures = matched | "DecodeAndEmbed" >> embed
+        name = settings.feature_name
+        videos = embedded | "ToTaggable" >> beam.Map(embedded_video, name)
+        input_failures = pipeline | "InputFailures" >> beam.Create(tagging_inputs.failures)
+        failure_parts = [input_failures, embed_failures]
+        count_parts = [pipeline | "Seen" >> beam.Create([("seen", seen)])]
+    tagged = videos | "Tag" >> beam.ParDo(TagVideo(settings)).with_outputs(
+        SEGMENTS, PREDICTIONS, FAILED, COUNTS, TOP_SCORE, main="tags"
+    )
+    failures = [*failure_parts, tagged[FAILED]] | "AllFailures" >> beam.Flatten()
+    _ = [
+        tagged.tags | "TagList" >> beam.combiners.ToList()
+        | "WriteTags" >> beam.Map(tagging_outputs.write_tags, staging),
+        tagged[SEGMENTS] | "SegmentList" >> beam.combiners.ToList()
+        | "WriteSegments" >> beam.Map(tagging_outputs.write_segments, staging),
+        tagged[PREDICTIONS] | "PredictionList" >> beam.combiners.ToList()
+        | "WritePredictions" >> beam.Map(tagging_outputs.write_predictions, staging),
+        failures | "FailureList" >> beam.combiners.ToList()
+        | "WriteFailures" >> beam.Map(write_failures, staging, summary["run_id"]),
+    ]  # fmt: skip
+    counts = (
+        [*count_parts, tagged[COUNTS], failures | "CountFailures" >> beam.FlatMap(failure_counts)]
+        | "AllCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombinePerKey(sum)
+        | "CountsDict" >> beam.combiners.ToDict()
+    )
+    top_scores = beam.pvalue.AsList(tagged[TOP_SCORE])
+    _ = counts | "WriteSummary" >> beam.Map(
+        tagging_outputs.write_summary, top_scores, staging, summary
+    )
+
+
+def failure_counts(failure: Failure) -> Iterator[tuple[str, int]]:
+    yield "failed", 1
+    yield f"failed_by_reason/{failure.reason}", 1
+
+
+def write_failures(failures: list[Failure], folder: str, run_id: str) -> None:
+    """The dead letter, `failed-<run_id>.jsonl`: one JSON line per input that failed."""
+    beam.metrics.Metrics.counter(NAMESPACE, "videos_failed").inc(len(failures))
+    ordered = sorted(failures, key=lambda failure: (failure.path, failure.video_id))
+    text = "".join(failure.to_json_line(run_id) + "\n" for failure in ordered)
+    storage.write_text(storage.join(folder, f"failed-{run_id}.jsonl"), text)

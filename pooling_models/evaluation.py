@@ -23,6 +23,10 @@ def predict_batches(
         yield np.asarray(ids), np.asarray(predictions, np.float32), labels.numpy()
 
 
+class NoVideosError(ValueError):
+    """The dataset yielded no video: there is nothing to measure."""
+
+
 def evaluate(
     model: keras.Model, dataset: tf.data.Dataset, num_classes: int, predictions_csv: str = ""
 ) -> dict[str, float]:
@@ -43,7 +47,7 @@ def evaluate(
             if writer:
                 writer.write(ids, predictions)
         if count == 0:
-            raise ValueError("the evaluation data holds no videos")
+            raise NoVideosError("the evaluation data holds no videos")
     return {**metrics.result(), "loss": loss_sum / count}
 
 

@@ -1,28 +1,36 @@
 """The model directory `train_pool` writes and `eval_pool` / `tag_videos` read.
 
-<dir>/model.keras        keras.saving.load_model after `import pooling_models`
-<dir>/train_config.json  ModelConfig, max_frames, data, whether raw videos can be tagged
-<dir>/metrics.json       gap, hit_at_1, hit_at_5, perr, map, num_videos (eval set)
-<dir>/manifest.json      the features' manifest, with the files it references:
+<dir>/model.keras          the Keras model (`load_model` below)
+<dir>/train_config.json    ModelConfig, max_frames, data, whether raw videos can be tagged;
+                           written last: a folder without it is not a model directory
+<dir>/metrics.json         gap, hit_at_1, hit_at_5, perr, map, num_videos (eval set)
+<dir>/eval_metrics.json    the same, from the latest `eval_pool` run
+<dir>/manifest.json        the features' manifest, with the files it references:
 <dir>/pca.npz, <dir>/vocabulary.csv
+
+`<dir>` is a local folder or a gs:// URL; every file is written whole or not at all through
+features.storage. Light to import: Keras loads only inside `load_model` / `save_model`.
 """
 
 import json
 import os
-import shutil
-import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import keras
+from features import manifest, storage
+from features.cli import UsageError
+from features.formats import MANIFEST_FILE
+from framevlad_proto import framevlad_pb2
+from pooling_models.model_config import ModelConfig
 
-from features.formats import MANIFEST_FILE, PCA_FILE, VOCABULARY_FILE
-from features.video_ids import id_root_of
-from pooling_models import staging
-from pooling_models.builder import ModelConfig
+if TYPE_CHECKING:
+    import keras
 
 MODEL_FILE = "model.keras"
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.json"
+EVAL_METRICS_FILE = "eval_metrics.json"
 NO_MANIFEST_NOTE = (
     "trained on features without a manifest.json (e.g. the official YouTube-8M files): "
     "the backbone, PCA and frame rate are unknown, so this model can tag extracted "
@@ -30,8 +38,8 @@ NO_MANIFEST_NOTE = (
 )
 
 
-class ModelDirError(ValueError):
-    """A model directory or feature folder that breaks the contract; the message names it."""
+class ModelDirError(UsageError):
+    """A model directory or feature folder that breaks the contract; names the path."""
 
 
 @dataclass(frozen=True)
@@ -59,99 +67,85 @@ class TrainConfig:
         return cls(**as_dict)
 
 
-def find_manifest(data_pattern: str, max_levels: int = 3) -> str | None:
-    """The manifest.json in the data's folder or one of its parents (`out/frame/*` → `out`).
-
-    For gs:// data the manifest and the files it references are downloaded, and the local
-    copy's path is returned."""
-    if staging.is_gcs(data_pattern):
-        return _find_remote_manifest(data_pattern, max_levels)
-    folder = id_root_of(data_pattern) if not os.path.isdir(data_pattern) else data_pattern
-    folder = os.path.abspath(folder)
-    for _ in range(max_levels + 1):
-        candidate = os.path.join(folder, MANIFEST_FILE)
-        if os.path.isfile(candidate):
-            return candidate
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return None
-
-
-def _find_remote_manifest(data_pattern: str, max_levels: int) -> str | None:
-    folder = id_root_of(data_pattern).rstrip("/")
-    for _ in range(max_levels + 1):
-        if staging.exists(f"{folder}/{MANIFEST_FILE}"):
-            local_dir = tempfile.mkdtemp(prefix="framevlad-manifest-")
-            local = os.path.join(local_dir, MANIFEST_FILE)
-            staging.download(f"{folder}/{MANIFEST_FILE}", local)
-            for name in referenced_files(read_manifest_dict(local)):
-                if staging.exists(f"{folder}/{name}"):
-                    staging.download(f"{folder}/{name}", os.path.join(local_dir, name))
-            return local
-        if folder.count("/") <= 2:  # gs://bucket
-            break
-        folder = folder.rsplit("/", 1)[0]
-    return None
+def read_train_config(model_dir: str) -> TrainConfig:
+    """The directory's TrainConfig; ModelDirError when it is not a train_pool directory."""
+    path = storage.join(model_dir, TRAIN_CONFIG_FILE)
+    if not storage.exists(storage.join(model_dir, MODEL_FILE)) or not storage.exists(path):
+        raise ModelDirError(
+            "not a train_pool model directory",
+            f"--model {model_dir}",
+            f"pass a folder holding {MODEL_FILE} and {TRAIN_CONFIG_FILE}",
+        )
+    try:
+        return TrainConfig.from_json(storage.read_text(path))
+    except (ValueError, KeyError, TypeError) as error:
+        first_line = (str(error) or type(error).__name__).splitlines()[0]
+        raise ModelDirError(
+            f"unreadable {TRAIN_CONFIG_FILE}: {first_line}",
+            path,
+            "retrain into a fresh --output, or restore the file from a copy",
+        ) from None
 
 
-def read_manifest_dict(path: str) -> dict:
-    with open(path) as manifest_file:
-        return json.load(manifest_file)
+def load_model(model_dir: str) -> "keras.Model":
+    """Loads `<dir>/model.keras` (staged once when remote) with framevlad's layers, for
+    inference: uncompiled, so a mixed-precision run's optimizer state is not read."""
+    import keras
+
+    import pooling_models.builder  # noqa: F401  (registers the framevlad layers)
+
+    url = storage.join(model_dir, MODEL_FILE)
+    try:
+        return keras.saving.load_model(storage.stage_file(url), compile=False)
+    except (ValueError, zipfile.BadZipFile, KeyError, TypeError) as error:
+        first_line = (str(error) or type(error).__name__).splitlines()[0]
+        raise ModelDirError(
+            f"{MODEL_FILE} cannot be loaded: {first_line}",
+            url,
+            "retrain into a fresh --output, or restore the file from a copy",
+        ) from None
 
 
-def referenced_files(manifest: dict) -> list[str]:
-    """Files beside a manifest that rebuilding its features needs."""
-    files = [manifest.get("pca", {}).get("file") or PCA_FILE]
-    if manifest.get("vocabulary_file"):
-        files.append(manifest["vocabulary_file"])
-    return files
-
-
-def copy_feature_files(manifest_path: str, model_dir: str) -> dict:
-    """Copies the manifest and every file it references into the model dir; returns it."""
-    manifest = read_manifest_dict(manifest_path)
-    source_dir = os.path.dirname(manifest_path)
-    for name in referenced_files(manifest):
-        source = os.path.join(source_dir, name)
-        if not os.path.isfile(source):
-            raise ModelDirError(f"{manifest_path} references {name}, but {source} is missing")
-        shutil.copyfile(source, os.path.join(model_dir, name))
-    shutil.copyfile(manifest_path, os.path.join(model_dir, MANIFEST_FILE))
-    return manifest
-
-
-def vocabulary_text(manifest_path: str | None) -> str:
-    """The vocabulary.csv beside a manifest, or "" when it has none."""
-    if manifest_path is None:
-        return ""
-    manifest = read_manifest_dict(manifest_path)
-    name = manifest.get("vocabulary_file") or ""
-    path = os.path.join(os.path.dirname(manifest_path), name or VOCABULARY_FILE)
-    if not name or not os.path.isfile(path):
-        return ""
-    with open(path) as vocabulary_file:
-        return vocabulary_file.read()
+def save_model(model: "keras.Model", model_dir: str) -> None:
+    """Writes `<dir>/model.keras` whole (a temp file moved or uploaded once complete)."""
+    with storage.local_output(storage.join(model_dir, MODEL_FILE)) as local:
+        model.save(local)
 
 
 def write_json(path: str, value: dict) -> None:
-    with open(path, "w") as out:
-        json.dump(value, out, indent=2, sort_keys=True)
-        out.write("\n")
+    """Writes a JSON file whole (local path or gs:// URL)."""
+    storage.write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def read_train_config(model_dir: str) -> TrainConfig:
-    path = os.path.join(model_dir, TRAIN_CONFIG_FILE)
-    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)) or not os.path.isfile(path):
-        raise ModelDirError(
-            f"--model {model_dir}: not a train_pool model directory "
-            f"(needs {MODEL_FILE} and {TRAIN_CONFIG_FILE})"
-        )
-    with open(path) as config_file:
-        return TrainConfig.from_json(config_file.read())
+def write_train_config(model_dir: str, train_config: TrainConfig) -> None:
+    storage.write_text(storage.join(model_dir, TRAIN_CONFIG_FILE), train_config.to_json())
 
 
-def load_model(model_dir: str) -> keras.Model:
-    """Loads `<dir>/model.keras`; importing the builder registered framevlad's layers."""
-    return keras.saving.load_model(os.path.join(model_dir, MODEL_FILE))
+def _folder(path: str) -> str:
+    if storage.is_remote(path):
+        return path.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(path))
+
+
+def copy_feature_files(
+    manifest_path: str, features: framevlad_pb2.Manifest, model_dir: str
+) -> None:
+    """Copies the manifest and every file it references into the model directory."""
+    source_dir = _folder(manifest_path)
+    for name in manifest.referenced_files(features):
+        source = storage.join(source_dir, name)
+        if not storage.exists(source):
+            raise ModelDirError(
+                f"the manifest references {name}, which is missing",
+                manifest_path,
+                f"restore {source}, or re-extract the features",
+            )
+        storage.write_bytes(storage.join(model_dir, name), storage.read_bytes(source))
+    manifest.write_manifest(storage.join(model_dir, MANIFEST_FILE), features)
+
+
+def vocabulary_text(manifest_path: str, features: framevlad_pb2.Manifest) -> str:
+    """The vocabulary file beside a manifest, or "" when it names none or it is missing."""
+    name = features.vocabulary.file or features.vocabulary_file
+    path = storage.join(_folder(manifest_path), name) if name else ""
+    return storage.read_text(path) if path and storage.exists(path) else ""

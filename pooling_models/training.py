@@ -1,18 +1,17 @@
 """Fitting a pooling model: optimizer, learning-rate policy, eval-GAP early stopping."""
 
 import os
-import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 
-from pooling_models.builder import ModelConfig, build_model, model_inputs
+from pooling_models import checkpoint
+from pooling_models.builder import build_model, model_inputs
 from pooling_models.evaluation import evaluate
-
-# Test hook shared with the extraction job's: makes a run fail at a chosen point.
-FAULT_ENV = "FRAMEVLAD_FAULT"
+from pooling_models.model_config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +23,7 @@ class FitSettings:
     patience: int = 3
     mixed_precision: bool = False
     resume: bool = False
+    checkpoint_output: str = ""  # where checkpoints go (gs:// allowed); default: the output
 
 
 class EvalMetricsCallback(keras.callbacks.Callback):
@@ -67,9 +67,8 @@ def distribution_strategy() -> tf.distribute.Strategy:
 def callbacks_for(
     output: str, eval_dataset: tf.data.Dataset, num_classes: int, settings: FitSettings
 ) -> list[keras.callbacks.Callback]:
-    backup_dir = os.path.join(output, "backup")
-    if not settings.resume and os.path.isdir(backup_dir):
-        shutil.rmtree(backup_dir)  # a fresh run must not silently continue an old one
+    """Metrics, learning-rate policy, early stopping (keeping the best-GAP weights, which the
+    saved model.keras then holds), the resumable checkpoint and TensorBoard logs."""
     return [
         EvalMetricsCallback(eval_dataset, num_classes),
         keras.callbacks.LearningRateScheduler(exponential_decay(settings.lr_decay_per_epoch)),
@@ -83,34 +82,9 @@ def callbacks_for(
         keras.callbacks.EarlyStopping(
             monitor="val_gap", mode="max", patience=settings.patience, restore_best_weights=True
         ),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(output, "checkpoints", "best.keras"),
-            monitor="val_gap",
-            mode="max",
-            save_best_only=True,
-        ),
-        keras.callbacks.BackupAndRestore(backup_dir),
+        checkpoint.TrainingCheckpoint(settings.checkpoint_output or output),
         keras.callbacks.TensorBoard(os.path.join(output, "logs")),
-        *fault_injection(),
     ]
-
-
-class FailAfterEpochs(keras.callbacks.Callback):
-    """Test hook: interrupts training once the backup of epoch N is written."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self._epochs = epochs
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch + 1 == self._epochs:
-            raise RuntimeError(f"{FAULT_ENV}: failing after {self._epochs} epochs, as asked")
-
-
-def fault_injection() -> list[keras.callbacks.Callback]:
-    """FRAMEVLAD_FAULT=after_epochs:N (tests of --resume); nothing otherwise."""
-    fault = os.environ.get(FAULT_ENV, "")
-    return [FailAfterEpochs(int(fault.split(":")[1]))] if fault.startswith("after_epochs:") else []
 
 
 def without_ids(dataset: tf.data.Dataset, model: keras.Model) -> tf.data.Dataset:
@@ -123,9 +97,14 @@ def fit(
     eval_dataset: tf.data.Dataset,
     output: str,
     settings: FitSettings,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Builds, compiles and fits; returns the model with its best-GAP weights and history."""
-    os.makedirs(os.path.join(output, "checkpoints"), exist_ok=True)
+    """Builds, compiles and fits; returns the model with its best-GAP weights and history.
+
+    With settings.resume, training continues after the newest complete checkpoint (none:
+    from the start). `extra_callbacks` run after ours, e.g. a test's interruption.
+    """
+    os.makedirs(output, exist_ok=True)
     previous_policy = keras.mixed_precision.global_policy()
     if settings.mixed_precision:  # layers keep the policy they were built with
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -140,11 +119,30 @@ def fit(
             )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    initial_epoch = _resume(model, settings.checkpoint_output or output) if settings.resume else 0
     history = model.fit(
         without_ids(train_dataset, model),
         epochs=settings.epochs,
-        callbacks=callbacks_for(output, eval_dataset, model_config.num_classes, settings),
+        initial_epoch=initial_epoch,
+        callbacks=[
+            *callbacks_for(output, eval_dataset, model_config.num_classes, settings),
+            *extra_callbacks,
+        ],
         verbose=2,
         shuffle=False,  # the dataset shuffles itself; Keras cannot shuffle a tf.data input
     )
     return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _resume(model: keras.Model, checkpoint_output: str) -> int:
+    """Loads the newest complete checkpoint; returns the epochs it had done (0: none)."""
+    found, skipped = checkpoint.latest_checkpoint(checkpoint_output)
+    for note in skipped:
+        warnings.warn(note, stacklevel=2)
+    if found is None:
+        note = f"{checkpoint_output}: no checkpoint to resume; training from the start"
+        warnings.warn(note, stacklevel=2)
+        return 0
+    checkpoint.restore(model, found)
+    print(f"train_pool: resuming after epoch {found.epochs_done} ({found.folder})")
+    return found.epochs_done

@@ -39,9 +39,14 @@ def extracted(tmp_path_factory: pytest.TempPathFactory) -> Extracted:
 
 @pytest.fixture(scope="session")
 def gcs_bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """gs://framevlad-test on a real local emulator; STORAGE_EMULATOR_HOST set meanwhile."""
-    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    with gcs_emulator.running_emulator(log) as host, pytest.MonkeyPatch.context() as patch:
+    """gs://framevlad-test on a real local emulator; STORAGE_EMULATOR_HOST set meanwhile, and
+    Google default credentials that need no network (Beam would look for them for 25 s)."""
+    folder = tmp_path_factory.mktemp("gcs")
+    with (
+        gcs_emulator.running_emulator(folder / "emulator.log") as host,
+        pytest.MonkeyPatch.context() as patch,
+    ):
         patch.setenv("STORAGE_EMULATOR_HOST", host)
+        patch.setenv("GOOGLE_APPLICATION_CREDENTIALS", gcs_emulator.default_credentials(folder))
         gcs_emulator.client().create_bucket(gcs_emulator.BUCKET)
         yield f"gs://{gcs_emulator.BUCKET}"

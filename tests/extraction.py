@@ -7,6 +7,7 @@ from pathlib import Path
 
 from features import records, sample_library
 from pipelines import extract_features
+from pipelines.config import ExtractConfig, FaultPlan
 from tests import broken_videos
 
 SAMPLE_VIDEOS = 16
@@ -41,8 +42,35 @@ def tiny_args(library: Path, output: Path, *extra: str) -> list[str]:
     return [
         "--input", str(library), "--output", str(output),
         "--backbone", "tiny", "--weights", "random", "--pca_dims", "32",
-        "--batch_size", "16", *extra,
+        "--frames_per_batch", "16", *extra,
     ]  # fmt: skip
+
+
+def tiny_config(library: Path, output: Path, *extra: str) -> ExtractConfig:
+    """The config `extract_features` would run for tiny_args, for tests that call run()."""
+    args, beam_args = extract_features.build_parser().parse(tiny_args(library, output, *extra))
+    return extract_features.config_from_args(args, beam_args)
+
+
+def run_tiny(library: Path, output: Path, *extra: str, faults: FaultPlan | None = None):
+    """run() with a FaultPlan; returns the PipelineResult (metrics) of the finished job."""
+    return extract_features.run(tiny_config(library, output, *extra), faults=faults)
+
+
+def exit_status(args: list[str]) -> int:
+    """main()'s status; flag errors end in SystemExit, as argparse's do."""
+    try:
+        return extract_features.main(args)
+    except SystemExit as exited:
+        return exited.code
+
+
+def one_line_error(capsys) -> str:
+    """The single stderr line a failed main() printed (asserts there is exactly one)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert lines[0].startswith("extract_features: error: "), lines[0]
+    return lines[0]
 
 
 def sample_videos(root: Path, videos: int, seed: int = 0) -> Path:

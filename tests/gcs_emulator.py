@@ -6,6 +6,7 @@ emulator lacks: an upload with `ifGenerationMatch=0` fails with 412 when the obj
 """
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -50,6 +51,26 @@ def running_emulator(log_path: Path) -> Iterator[str]:
             process.wait(timeout=10)
 
 
+def default_credentials(folder: Path) -> str:
+    """A Google default credentials file that needs no network; returns its path.
+
+    Beam's GCS filesystem looks up default credentials once per process, retrying for about
+    25 s before it connects anonymously when there are none. With GOOGLE_APPLICATION_CREDENTIALS
+    pointing here (an `authorized_user` holding a dummy token valid for centuries) the lookup
+    succeeds at once and no token is ever refreshed; the emulator checks none."""
+    path = folder / "credentials.json"
+    credentials = {
+        "type": "authorized_user",
+        "client_id": "framevlad-test",
+        "client_secret": "framevlad-test",
+        "refresh_token": "framevlad-test",
+        "token": "framevlad-test",
+        "expiry": "2999-01-01T00:00:00Z",
+    }
+    path.write_text(json.dumps(credentials))
+    return str(path)
+
+
 def client() -> storage.Client:
     """Anonymous client; STORAGE_EMULATOR_HOST points it at the emulator."""
     anonymous = storage.Client.create_anonymous_client()
@@ -71,6 +92,11 @@ def list_names(url: str) -> list[str]:
     bucket_name, prefix = url.removeprefix("gs://").split("/", 1)
     blobs = client().list_blobs(bucket_name, prefix=prefix.rstrip("/") + "/")
     return sorted(blob.name[len(prefix.rstrip("/")) + 1 :] for blob in blobs)
+
+
+def write(url: str, data: bytes) -> None:
+    bucket_name, name = url.removeprefix("gs://").split("/", 1)
+    client().bucket(bucket_name).blob(name).upload_from_string(data)
 
 
 def read(url: str) -> bytes:

@@ -10,12 +10,13 @@ import argparse
 import logging
 import sys
 
-from features.backbones import BackboneError
+from features import storage
+from features.cli import UsageError, quiet, run_main
 from features.formats import PCA_FILE
-from features.labels import LabelError
-from pipelines import storage
-from pipelines.extract_features import UsageError, build_parser, run
+from pipelines import extract_features
+from pipelines.config import ExtractConfig
 
+PROG = "extract_features (flex template)"
 TRUE_VALUES = ("true", "1", "yes")
 FALSE_VALUES = ("false", "0", "no", "")
 
@@ -40,32 +41,37 @@ def switches_from_parameters(argv: list[str], parser: argparse.ArgumentParser) -
         elif value.lower() in TRUE_VALUES:
             converted.append(name)
         elif value.lower() not in FALSE_VALUES:
-            raise UsageError(f"{name}={value}: expected true or false")
+            raise UsageError("expected true or false", f"{name}={value}", "pass true or false")
     return converted
 
 
-def check_pca_ready(argv: list[str]) -> None:
+def check_pca_ready(config: ExtractConfig) -> None:
     """A template launch submits one job. Fitting the PCA takes a job of its own, which must
     run and finish first, and a launcher that waited for it would block."""
-    args, _ = build_parser().parse_known_args(argv)
-    output_pca = storage.join(storage.absolute(args.output), PCA_FILE)
-    if args.pca == "fit" or (args.pca == "auto" and not storage.exists(output_pca)):
+    output_pca = storage.join(config.output, PCA_FILE)
+    pca = config.rgb.pca
+    if pca == "fit" or (pca == "auto" and not storage.exists(output_pca)):
         raise UsageError(
-            f"--pca {args.pca}: the template does not fit a PCA; {output_pca} must exist "
-            "(fit one with infra/launch_dataflow.sh, or copy a pca.npz there) or pass "
-            "--pca gs://.../pca.npz"
+            f"the template does not fit a PCA and {output_pca} does not exist",
+            f"--pca {pca}",
+            "fit one with infra/launch_dataflow.sh, copy a pca.npz there, or pass "
+            "--pca gs://.../pca.npz",
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        flags = switches_from_parameters(sys.argv[1:] if argv is None else argv, build_parser())
-        check_pca_ready(flags)
-        run(flags)
-    except (UsageError, LabelError, BackboneError, FileNotFoundError) as error:
-        print(f"extract_features (flex template): error: {error}", file=sys.stderr)
-        return 2
+def submit(argv: list[str]) -> int:
+    parser = extract_features.build_parser()
+    args, beam_args = parser.parse(switches_from_parameters(argv, parser))
+    config = extract_features.config_from_args(args, beam_args)
+    check_pca_ready(config)
+    extract_features.run(config, wait=False)  # the job releases the output's lease at commit
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    quiet(verbose=False, prog=PROG)
+    return run_main(PROG, lambda: submit(argv), verbose="--verbose" in argv)
 
 
 if __name__ == "__main__":

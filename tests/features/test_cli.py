@@ -92,8 +92,8 @@ def test_run_main_turns_failures_into_one_line(capsys):
     )
     assert status == cli.USAGE_EXIT
     assert one_error_line(capsys) == (
-        "tool: error: No space left on device (/out/pca.npz): free space or fix permissions, "
-        "then rerun; nothing was committed"
+        "tool: error: No space left on device (/out/pca.npz): free space, then rerun; "
+        "nothing was committed"
     )
 
     def interrupted() -> int:

@@ -34,6 +34,8 @@ def test_conflicting_duplicate_rows_are_merged_and_counted():
 def test_bad_rows_and_encodings_name_the_file_and_row():
     with pytest.raises(LabelError, match=r"labels.csv: row 2: expected 2 columns"):
         read_label_table("a,b\na,b,c\n", source="labels.csv")
+    with pytest.raises(LabelError, match=r"row 1: the id \(first column\) is empty"):
+        read_label_table(" ,cat\n")
     with pytest.raises(LabelError, match="not UTF-8.*CSV UTF-8"):
         read_label_table("caf\xe9,x\n".encode("cp1252"), source="labels.csv")
 

@@ -169,3 +169,14 @@ def test_corrupt_or_missing_file_is_named(tmp_path):
         list(read_tfrecords([str(garbage)]))
     with pytest.raises(FileNotFoundError, match="absent.tfrecord"):
         list(read_tfrecords([str(tmp_path / "absent.tfrecord")]))
+
+
+@pytest.mark.parametrize("video_id", ["x\ny", 'tab\there "quoted"', "caf\udce9-latin1-byte"])
+def test_any_path_id_round_trips(video_id):
+    """Ids are paths; one with a byte that is not UTF-8 (surrogate-escaped by os) is stored
+    as its original bytes and read back as the same str."""
+    frames = np.zeros((1, 4), np.uint8)
+    frame = decode_frame_example(encode_frame_example(video_id, [1], {RGB_KEY: frames}))
+    means = {MEAN_RGB_KEY: np.zeros(4, np.float32)}
+    video = decode_video_example(encode_video_example(video_id, [], means))
+    assert frame.video_id == video.video_id == video_id

@@ -25,10 +25,19 @@ def test_a_write_that_fails_midway_keeps_the_old_file_and_no_temp(tmp_path, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", lambda fd: disk_full(fd, b""))
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as raised:
         storage.write_bytes(str(path), b"new")
+    assert raised.value.filename == str(path)  # the file the user knows, not the temp name
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["pca.npz"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes everywhere")
+def test_a_read_only_folder_names_the_file(tmp_path):
+    tmp_path.chmod(0o555)
+    with pytest.raises(PermissionError) as raised:
+        storage.write_bytes(str(tmp_path / "a.json"), b"{}")
+    assert raised.value.filename == str(tmp_path / "a.json")
 
 
 def test_local_output_moves_only_on_success(tmp_path):
@@ -44,6 +53,12 @@ def test_local_output_moves_only_on_success(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "v1"
     assert os.listdir(tmp_path) == ["model.keras"]
+    with (
+        pytest.raises(OSError, match="No space") as raised,
+        storage.local_output(str(target)) as temp,
+    ):
+        raise OSError(28, "No space left on device", temp)
+    assert raised.value.filename == str(target)
 
 
 def test_create_exclusive_creates_once(tmp_path):
@@ -85,6 +100,7 @@ def test_match_star_stays_in_a_folder_and_double_star_crosses(tmp_path):
     ]
     assert storage.match(f"{root}/s?b/*") == [f"{root}/sub/c.mp4"]
     assert storage.match(f"{root}/[ab].*") == [f"{root}/a.mp4", f"{root}/b.txt"]
+    assert storage.match(f"{root}/[!a].*") == [f"{root}/b.txt"]
     assert storage.match(f"{root}/odd[1]/e.mp4") == [f"{root}/odd[1]/e.mp4"]  # literal first
     assert storage.match(f"{root}/*.avi") == [] and storage.match(f"{root}/none") == []
 
@@ -122,6 +138,11 @@ def test_walk_files_names_an_unreadable_file(tmp_path):
     secret.write_bytes(b"v")
     secret.chmod(0)
     assert dict(storage.walk_files(str(tmp_path))) == {str(secret): "Permission denied"}
+
+
+def test_walk_files_names_a_special_file_without_blocking_on_it(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")
+    assert dict(storage.walk_files(str(tmp_path))) == {f"{tmp_path}/pipe.mp4": "not a regular file"}
 
 
 def test_paths_join_and_absolute(tmp_path, monkeypatch):

@@ -39,3 +39,33 @@ def test_video_extensions_and_folder_labels():
     assert video_ids.is_video_file("/a/B.MP4")
     assert not video_ids.is_video_file("/a/labels.csv")
     assert video_ids.folder_label("/lib/ApplyEyeMakeup/v_1.avi") == "ApplyEyeMakeup"
+
+
+HOSTILE_IDS = [
+    "plain/id",
+    "new\nline",
+    "tab\there",
+    'quote"d',
+    "comma,and;semi",
+    "back\\slash",
+    "carriage\rreturn",
+    "caf\u00e9 \u2028 sep",
+    # a file name with a byte that is not UTF-8, as os.fsdecode gives it
+    b"latin1-\xff".decode("utf-8", "surrogateescape"),
+]
+
+
+def test_any_id_survives_the_done_ids_file():
+    text = "".join(video_ids.encode_id_line(video_id) + "\n" for video_id in HOSTILE_IDS)
+    assert text.isascii() and text.count("\n") == len(HOSTILE_IDS)
+    assert video_ids.read_id_lines(text) == HOSTILE_IDS
+    assert video_ids.read_id_lines(text.replace("\n", "\r\n")) == HOSTILE_IDS
+
+
+def test_legacy_txt_files_read_one_id_per_line():
+    assert video_ids.read_id_lines("a\nb c\n\nd\n", legacy=True) == ["a", "b c", "d"]
+
+
+def test_a_damaged_ids_line_is_named():
+    with pytest.raises(ValueError, match="line 2 is not a JSON string"):
+        video_ids.read_id_lines('"a"\nplain\n')

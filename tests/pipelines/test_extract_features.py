@@ -10,11 +10,16 @@ from features import records
 from features.labels import Vocabulary
 from features.quantize import dequantize
 from pipelines import extract_features
+from pipelines.config import FaultPlan
 from tests.extraction import (
     BROKEN_INPUTS,
     SAMPLE_VIDEOS,
+    exit_status,
+    extract,
     frame_records,
+    one_line_error,
     read_failures,
+    run_tiny,
     tiny_args,
 )
 
@@ -146,18 +151,104 @@ def test_second_run_reuses_the_pca_and_writes_new_shards(extracted, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("flags", "message"),
+    ("flags", "where"),
     [
-        (["--input", "/no/such/folder"], "--input /no/such/folder: no such folder"),
-        (["--fps", "0"], "--fps 0"),
-        (["--pca_dims", "999"], "--pca_dims 999"),
+        (["--input", "/no/such/folder"], "(--input /no/such/folder)"),
+        (["--fps", "0"], "(--fps)"),
+        (["--fps", "nan"], "(--fps)"),
+        (["--fps", "inf"], "(--fps)"),
+        (["--lease_timeout", "-inf"], "(--lease_timeout)"),
+        (["--pca_dims", "999"], "(--pca_dims 999)"),
         (["--weights", "/no/weights.h5"], "/no/weights.h5"),
-        (["--labels", "/no/labels.csv"], "--labels /no/labels.csv"),
-        (["--pca", "/no/pca.npz"], "--pca /no/pca.npz"),
+        (["--labels", "/no/labels.csv"], "(--labels /no/labels.csv)"),
+        (["--pca", "/no/pca.npz"], "(--pca /no/pca.npz)"),
+        (["--max-frames", "5"], "did you mean --max_frames?"),
     ],
 )
-def test_bad_flags_fail_fast_naming_the_flag(extracted, tmp_path, capsys, flags, message):
+def test_bad_flags_fail_fast_in_one_line_naming_the_flag(extracted, tmp_path, capsys, flags, where):
     args = tiny_args(extracted.library, tmp_path / "out") + flags
-    assert extract_features.main(args) == 2
-    error = capsys.readouterr().err
-    assert message in error and "Traceback" not in error
+    assert exit_status(args) == 2
+    assert where in one_line_error(capsys)
+    assert not list((tmp_path / "out").glob("frame/*"))
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(extracted, tmp_path, capsys):
+    output = tmp_path / "out"
+    output.write_text("not a folder")
+    assert extract_features.main(tiny_args(extracted.library, output)) == 2
+    assert f"is a file, not a folder (--output {output})" in one_line_error(capsys)
+
+
+def test_an_empty_input_folder_says_no_videos_matched(tmp_path, capsys):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos/notes.txt").write_text("no videos here")
+    assert extract_features.main(tiny_args(tmp_path / "videos", tmp_path / "out")) == 2
+    line = one_line_error(capsys)
+    assert "no videos matched (1 file(s) with other extensions)" in line and "PCA" not in line
+    assert not (tmp_path / "out/pca.npz").exists()
+
+
+def test_a_folder_with_glob_characters_is_taken_literally(extracted, tmp_path):
+    library = tmp_path / "clips[1]"
+    library.mkdir()
+    for video in sorted(extracted.library.glob("*/*.mp4"))[:2]:
+        (library / video.name).write_bytes(video.read_bytes())
+    (tmp_path / "clips1").mkdir()  # what `[1]` as a glob would match instead
+    (tmp_path / "clips1/other.mp4").write_bytes(b"")
+    pca = str(extracted.output / "pca.npz")
+    result = extract(library, tmp_path / "out", "--pca", pca)
+    assert result.manifest["counts"]["ok"] == 2 and result.manifest["counts"]["seen"] == 2
+
+
+def test_a_torn_pca_is_named_with_the_fix(extracted, tmp_path, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    whole = (extracted.output / "pca.npz").read_bytes()
+    (output / "pca.npz").write_bytes(whole[: len(whole) // 2])  # a disk-full leftover
+    assert extract_features.main(tiny_args(extracted.library, output)) == 2
+    line = one_line_error(capsys)
+    assert f"({output / 'pca.npz'}): delete it or pass --pca fit" in line
+
+
+def test_batch_size_is_a_deprecated_alias_of_frames_per_batch(extracted, tmp_path, capsys):
+    args = tiny_args(extracted.library, tmp_path / "out", "--batch_size", "8", "--fps", "nan")
+    assert exit_status(args) == 2
+    assert "--batch_size is deprecated; use --frames_per_batch" in capsys.readouterr().err
+
+
+def test_a_cnn_or_quantizer_failure_fails_one_video_not_the_job(extracted, tmp_path):
+    ids = sorted(record.video_id for record in frame_records(extracted.output))
+    broken_cnn, nan_features = ids[0], ids[1]
+    faults = FaultPlan(fail_embed_ids=frozenset({broken_cnn}), nan_embed_ids={nan_features})
+    pca = str(extracted.output / "pca.npz")
+    run_tiny(extracted.library, tmp_path / "out", "--pca", pca, faults=faults)
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert manifest["counts"]["ok"] == extracted.manifest["counts"]["ok"] - 2
+    assert manifest["counts"]["failed_by_reason"]["embed_error"] == 2
+    errors = {f["video_id"]: f["detail"] for f in read_failures(tmp_path / "out")}
+    assert "injected CNN failure" in errors[broken_cnn] and "NaN" in errors[nan_features]
+    assert {broken_cnn, nan_features}.isdisjoint(
+        r.video_id for r in frame_records(tmp_path / "out")
+    )
+
+
+def test_bad_files_behind_flags_fail_in_one_line_before_the_job(extracted, tmp_path, capsys):
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    bad_vocabulary = tmp_path / "vocabulary.csv"
+    bad_vocabulary.write_text("Idx,Nm\n0,cat\n")
+    cases = {
+        ("--weights", str(garbage)): f"--weights {garbage}: cannot load",
+        ("--labels", str(tmp_path / "folder")): "is a folder, not a file (--labels",
+        ("--vocabulary", str(bad_vocabulary)): "expected a header with Index,Name",
+        ("--id_root", str(tmp_path)): f"is not under the id root (--id_root {tmp_path})",
+    }
+    for flags, expected in cases.items():
+        assert exit_status(tiny_args(extracted.library, tmp_path / "out", *flags)) == 2
+        assert expected in one_line_error(capsys)
+    output_under_a_file = tmp_path / "a_file/out"
+    assert exit_status(tiny_args(extracted.library, output_under_a_file)) == 2
+    assert "a_file is a file, not a folder" in one_line_error(capsys)
+    assert not list(tmp_path.glob("out/frame/*"))

@@ -293,3 +293,11 @@ def test_report_screenshot_is_not_blank(report, tmp_path):
     most_common = max(count for count, _ in colours)
     assert len(colours) > 50 and most_common < 0.9 * SCREEN_SIZE[0] * SCREEN_SIZE[1]
     assert picture.getpixel((5, 5)) == pytest.approx(HEADER_RGB, abs=3)
+
+
+def test_write_report_shows_file_name_bytes_that_are_not_utf8_escaped(tmp_path):
+    TAGS.to_parquet(tmp_path / "tags.parquet")
+    failure = {"path": "/v/bad\udcff.mp4", "video_id": "bad\udcff", "reason": "not_a_video"}
+    (tmp_path / "failed-0.jsonl").write_text(json.dumps(failure) + "\n")  # \udcff as JSON escape
+    page = Path(write_report(str(tmp_path))).read_text(encoding="utf-8")
+    assert "/v/bad\\xff.mp4" in page and "bad\\xff" in page

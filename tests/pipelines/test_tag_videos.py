@@ -28,13 +28,20 @@ def model(extracted, tmp_path_factory):
     return output
 
 
+def one_line_error(capsys) -> str:
+    """The run's stderr: exactly one `tag_videos: error: ...` line and no traceback."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tag_videos: error: "), lines
+    return lines[0]
+
+
 def model_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
     return {"rgb": window[None], "num_frames": np.array([len(window)], np.int32)}
 
 
 def tag(model, source, output, *flags) -> dict:
     args = ["--model", str(model), "--input", str(source), "--output", str(output), *flags]
-    assert tag_videos.main([*args, "--batch_size", "16"]) == 0
+    assert tag_videos.main([*args, "--frames_per_batch", "16"]) == 0
     return json.loads((output / "tagging.json").read_text())
 
 
@@ -90,11 +97,23 @@ def test_top_k_in_order_with_vocabulary_names(raw_tags, model):
     assert set(predictions.VideoId) == set(tags.id)
 
 
-def test_min_score_and_top_k_filter(model, extracted, tmp_path):
+def test_min_score_keeps_the_tags_at_or_above_it(model, extracted, record_tags, tmp_path):
+    """The threshold is the median best score, so some videos keep tags and some lose all."""
+    unfiltered = pd.read_parquet(record_tags[0] / "tags.parquet")
+    best = unfiltered[unfiltered["rank"] == 1].set_index("id")["score"]
+    threshold = float(best.median())
+    assert (best < threshold).any() and (best >= threshold).any()
     records = extracted.output / "frame/*.tfrecord"
-    tag(model, records, tmp_path, "--top_k", "2", "--min_score", "0.5")
+    flags = ("--top_k", "2", "--min_score", repr(threshold))
+    summary = tag(model, records, tmp_path, *flags)
     tags = pd.read_parquet(tmp_path / "tags.parquet")
-    assert (tags["score"] >= 0.5).all() and (tags["rank"] <= 2).all()
+    expected = unfiltered[(unfiltered["rank"] <= 2) & (unfiltered["score"] >= threshold)]
+    assert len(tags) == len(expected) > 0
+    assert sorted(zip(tags.id, tags.label_index, strict=True)) == sorted(
+        zip(expected.id, expected.label_index, strict=True)
+    )
+    assert summary["counts"]["tagged"] == (best >= threshold).sum()
+    assert summary["counts"]["below_min_score"] == (best < threshold).sum()
 
 
 def test_segments_cover_each_video_without_gaps(raw_tags, extracted):
@@ -130,10 +149,10 @@ def test_model_without_manifest_cannot_tag_raw_videos(model, extracted, tmp_path
     bare = tmp_path / "bare_model"
     shutil.copytree(model, bare)
     (bare / "manifest.json").unlink()
-    args = ["--model", str(bare), "--input", str(extracted.library), "--output", str(tmp_path)]
-    assert tag_videos.main(args) == 2
-    error = capsys.readouterr().err
-    assert "manifest.json" in error and "Traceback" not in error
+    args = ["--model", str(bare), "--input", str(extracted.library)]
+    assert tag_videos.main([*args, "--output", str(tmp_path / "tags")]) == 2
+    error = one_line_error(capsys)
+    assert "manifest.json" in error and f"--model {bare}" in error
 
 
 def test_report_shows_every_video_and_failure_in_chromium(raw_tags, tmp_path):

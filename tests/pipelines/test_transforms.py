@@ -1,51 +1,33 @@
-"""The extraction DoFns on their own, with TestPipeline and real videos."""
+"""The extraction steps on their own, with TestPipeline and real videos."""
+
+import json
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from features.labels import Vocabulary
+from features.pca import fit_pca
+from features.streams import FeatureSpec
 from features.synthetic_video import render_index_frame, write_video
-from pipelines import extract_features, model_handler
-from pipelines.elements import Failure, VideoInput
-from pipelines.transforms import FAILED, SUMMARY, DecodeFrames, JoinLabels, KeepFirstPath
+from pipelines import extract_features
+from pipelines.config import FaultPlan
+from pipelines.decode_embed import (
+    EMBED_ERROR,
+    FAILED,
+    SUMMARY,
+    AssembleVideo,
+    DecodeFrames,
+    WhitenAndQuantize,
+    summary_key,
+)
+from pipelines.elements import DecodeSummary, QuantizedChunk, VideoInput
+from pipelines.model_handler import MODEL_LOADS, NAMESPACE, BackboneModelHandler, LoadedBackbone
 from tests.broken_videos import write_empty
-from tests.extraction import tiny_args
+from tests.extraction import run_tiny, tiny_config
 
-
-def test_keep_first_path_fails_the_others():
-    with TestPipeline() as pipeline:
-        kept = pipeline | beam.Create([("a", ["/l/a.mp4", "/l/a.avi"]), ("b", ["/l/b.mkv"])])
-        split = kept | beam.ParDo(KeepFirstPath()).with_outputs(FAILED, main="unique")
-        assert_that(split.unique, equal_to([("a", "/l/a.avi"), ("b", "/l/b.mkv")]), "unique")
-        failure = Failure("/l/a.mp4", "a", "duplicate_id", "/l/a.avi has the same id")
-        assert_that(split[FAILED], equal_to([failure]), "failed")
-
-
-def test_join_labels_resolves_names_and_counts_orphans():
-    vocabulary = Vocabulary(("cat", "dog"))
-    joined = [
-        ("v1", {"paths": ["/l/v1.mp4"], "rows": [["dog", "cat"]]}),
-        ("v2", {"paths": ["/l/v2.mp4"], "rows": []}),
-        ("v3", {"paths": ["/l/v3.mp4"], "rows": [["cow"]]}),
-        ("ghost", {"paths": [], "rows": [["cat"]]}),
-    ]
-    with TestPipeline() as pipeline:
-        vocabulary_input = beam.pvalue.AsSingleton(pipeline | "V" >> beam.Create([vocabulary]))
-        resolved = (
-            pipeline
-            | beam.Create(joined)
-            | beam.ParDo(JoinLabels(), vocabulary_input).with_outputs(FAILED, "counts", main="v")
-        )
-        expected = [
-            VideoInput("v1", "/l/v1.mp4", (0, 1), True),
-            VideoInput("v2", "/l/v2.mp4", (), False),
-        ]
-        assert_that(resolved.v, equal_to(expected), "videos")
-        reasons = resolved[FAILED] | beam.Map(lambda failure: (failure.video_id, failure.reason))
-        assert_that(reasons, equal_to([("v3", "unknown_label")]), "failed")
-        assert_that(resolved.counts, equal_to([("labels_without_video", 1)]), "counts")
+TINY = FeatureSpec("rgb", "tiny", "random", 0, (64, 64), 1.0, "fit", 8)
 
 
 def test_decode_frames_streams_keyed_chunks_then_a_summary(tmp_path):
@@ -55,6 +37,7 @@ def test_decode_frames_streams_keyed_chunks_then_a_summary(tmp_path):
     videos = [
         VideoInput("v", video_path, (1,), True),
         VideoInput("e", str(tmp_path / "e.mp4"), (), False),
+        VideoInput("gone", str(tmp_path / "gone.mp4"), (), False),
     ]
     with TestPipeline() as pipeline:
         decoded = (
@@ -66,34 +49,79 @@ def test_decode_frames_streams_keyed_chunks_then_a_summary(tmp_path):
         )
         shapes = decoded.chunks | beam.MapTuple(lambda key, frames: (key, frames.shape))
         expected = [
-            (("v", 0), (2, 32, 48, 3)),
-            (("v", 2), (2, 32, 48, 3)),
-            (("v", 4), (1, 32, 48, 3)),
+            ((b"v", 0), (2, 32, 48, 3)),
+            ((b"v", 2), (2, 32, 48, 3)),
+            ((b"v", 4), (1, 32, 48, 3)),
         ]
         assert_that(shapes, equal_to(expected), "chunks")
         summaries = decoded[SUMMARY] | beam.MapTuple(
             lambda video_id, summary: (video_id, summary.frames, summary.truncated)
         )
-        assert_that(summaries, equal_to([("v", 5, False)]), "summary")
+        assert_that(summaries, equal_to([(b"v", 5, False)]), "summary")
         reasons = decoded[FAILED] | beam.Map(lambda failure: (failure.video_id, failure.reason))
-        assert_that(reasons, equal_to([("e", "empty_file")]), "failed")
+        assert_that(reasons, equal_to([("e", "empty_file"), ("gone", "read_error")]), "failed")
 
 
-def test_decoded_chunks_are_uint8_frames(tmp_path):
-    video_path = str(tmp_path / "v.mp4")
-    write_video(video_path, (render_index_frame(i, 96, 128) for i in range(60)), fps=30)
-    decode = DecodeFrames(1.0, 0, (32, 48), 8)
-    outputs = list(decode.process(VideoInput("v", video_path, (), False)))
-    (key, frames), summary = outputs[0], outputs[1]
-    assert key == ("v", 0) and frames.dtype == np.uint8 and frames.shape == (2, 32, 48, 3)
-    assert summary.tag == SUMMARY
+def test_whiten_and_quantize_turns_errors_and_nan_into_failed_chunks(tmp_path):
+    pca = fit_pca(np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32), 4)
+    pca_path = tmp_path / "pca.npz"
+    pca.save(str(pca_path))
+    step = WhitenAndQuantize(str(pca_path))
+    step.setup()
+    features = np.ones((3, 16), np.float32)
+    ((_, ok),) = step.process((("a", 0), features))
+    ((_, nan),) = step.process((("b", 0), np.full((3, 16), np.nan, np.float32)))
+    ((_, failed),) = step.process((("c", 0), "RuntimeError: the CNN broke"))
+    assert ok.quantized.shape == (3, 4) and ok.quantized.dtype == np.uint8 and not ok.error
+    assert "NaN" in nan.error and nan.quantized is None
+    assert failed.error == "RuntimeError: the CNN broke"
+
+
+def test_assemble_orders_chunks_and_fails_a_video_with_a_failed_chunk():
+    video = VideoInput("v", "/l/v.mp4", (2,), True)
+    summary = DecodeSummary(video, frames=3, truncated=False, error="", span_s=2.0)
+    ones = np.ones(4)
+    chunks = [
+        QuantizedChunk(2, np.full((1, 4), 9, np.uint8), 3 * ones),
+        QuantizedChunk(0, np.full((2, 4), 7, np.uint8), ones),
+    ]
+    step = AssembleVideo(["rgb"])
+    (embedded,) = step.process((b"v", {"rgb": chunks, summary_key("rgb"): [summary]}))
+    assert embedded.features["rgb"][:, 0].tolist() == [7, 7, 9]
+    np.testing.assert_allclose(embedded.means["rgb"], 4 / 3 * ones)
+    broken = [*chunks, QuantizedChunk(3, None, None, error="quantize: 2 NaN values")]
+    (failure,) = step.process((b"v", {"rgb": broken, summary_key("rgb"): [summary]}))
+    assert failure.tag == FAILED and failure.value.reason == EMBED_ERROR
+    assert failure.value.detail == "quantize: 2 NaN values"
+
+
+def test_the_handler_fails_only_the_faulty_chunk_of_a_batch():
+    faults = FaultPlan(fail_embed_ids=frozenset({"bad"}))
+    handler = BackboneModelHandler(TINY, frames_per_batch=4, faults=faults)
+    model = handler.load_model()
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    results = dict(handler.run_inference([((b"good", 0), frames), ((b"bad", 0), frames)], model))
+    assert results[(b"good", 0)].shape == (2, 256)
+    assert "injected CNN failure" in results[(b"bad", 0)]
+    assert isinstance(model, LoadedBackbone) and model.take_uncounted_loads() == 0
 
 
 def test_backbone_loads_once_per_process_across_worker_threads(extracted, tmp_path):
-    before = model_handler.loads_in_this_process()
-    args = tiny_args(
-        extracted.library, tmp_path / "out", "--pca", str(extracted.output / "pca.npz")
-    )
+    pca = str(extracted.output / "pca.npz")
     threads = ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
-    extract_features.run(args + threads).wait_until_finish()
-    assert model_handler.loads_in_this_process() - before == 1
+    result = run_tiny(extracted.library, tmp_path / "out", "--pca", pca, *threads)
+    counters = result.metrics().query(MetricsFilter().with_name(MODEL_LOADS))["counters"]
+    assert sum(counter.committed for counter in counters) == 1
+
+
+def test_run_takes_the_tests_own_pipeline_and_counts_in_beam_metrics(extracted, tmp_path):
+    pca = str(extracted.output / "pca.npz")
+    config = tiny_config(extracted.library, tmp_path / "out", "--pca", pca)
+    result = extract_features.run(config, pipeline=TestPipeline(blocking=True))
+    counters = {
+        counter.key.metric.name: counter.committed
+        for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    }
+    counts = json.loads((tmp_path / "out/manifest.json").read_text())["counts"]
+    assert counters["videos_ok"] == counts["ok"] and counters["frames"] == counts["frames"]
+    assert counters["videos_failed"] == counts["failed"] and counters["model_loads"] == 1

@@ -24,8 +24,9 @@ The tests use seed 0; on CPU, runs with the same seed gave identical accuracies.
 import keras
 import numpy as np
 
-from pooling_models.builder import ModelConfig, build_model
+from pooling_models.builder import build_model
 from pooling_models.layers import masked_mean
+from pooling_models.model_config import ModelConfig
 
 DIMS = 16
 MAX_FRAMES = 20

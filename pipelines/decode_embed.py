@@ -1,0 +1,238 @@
+"""One composite transform, "decode and embed": videos in, quantized feature streams out.
+
+    embedded, failures = videos | DecodeAndEmbed(specs, pca_paths, frames_per_batch, ...)
+
+Per stream (FeatureSpec): decode at the stream's rate and frame size → embed with its CNN
+(RunInference) → whiten with its PCA and quantize to bytes; then the streams of a video are
+joined by id into one EmbeddedVideo. extract_features turns those into records, tag_videos
+into scores. A video that cannot be decoded, or whose CNN or quantizer fails (an exception,
+a NaN), becomes a Failure (dead letter) and the job goes on.
+"""
+
+import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import RunInference
+
+from features import frames, quantize, storage
+from features.pca import PcaTransform
+from features.streams import FeatureSpec
+from pipelines import progress
+from pipelines.config import FaultPlan
+from pipelines.elements import DecodeSummary, EmbeddedVideo, Failure, QuantizedChunk, VideoInput
+from pipelines.model_handler import NAMESPACE, BackboneModelHandler, KeyedFeatures
+from pipelines.thumbnails import MiddleFramePicker
+
+FAILED = "failed"
+SUMMARY = "summary"
+EMBED_ERROR = "embed_error"
+READ_ERROR = "read_error"
+
+
+def beam_key(video_id: str) -> bytes:
+    """A video id as Beam keys it: bytes, since Beam's str coder refuses the surrogate
+    escapes a path that is not UTF-8 brings (`caf\\xe9.mp4`); the original bytes survive."""
+    return video_id.encode("utf-8", "surrogateescape")
+
+
+class DecodeFrames(beam.DoFn):
+    """Streams a video's sampled frames as chunks keyed by (beam_key, first frame index),
+    then its DecodeSummary; a video that yields no frame is a Failure instead."""
+
+    def __init__(
+        self,
+        fps: float,
+        max_frames: int,
+        frame_size: tuple[int, int],
+        chunk: int,
+        keep_thumbnail: bool = False,
+    ) -> None:
+        self._fps = fps
+        self._max_frames = max_frames
+        self._frame_size = frame_size
+        self._chunk = chunk
+        self._keep_thumbnail = keep_thumbnail
+
+    def process(self, video: VideoInput) -> Iterator:
+        report = frames.DecodeReport()
+        picker = MiddleFramePicker() if self._keep_thumbnail else None
+        try:
+            with storage.open_read(video.path) as source:
+                for chunk in frames.iter_frame_chunks(
+                    source,
+                    fps=self._fps,
+                    max_frames=self._max_frames,
+                    frame_size=self._frame_size,
+                    chunk_frames=self._chunk,
+                    report=report,
+                ):
+                    for frame in chunk.frames if picker else ():
+                        picker.add(frame)
+                    yield (beam_key(video.video_id), chunk.start_index), chunk.frames
+        except frames.VideoDecodeError as error:
+            yield beam.pvalue.TaggedOutput(
+                FAILED, Failure(video.path, video.video_id, error.reason, str(error))
+            )
+            return
+        except OSError as error:
+            yield beam.pvalue.TaggedOutput(
+                FAILED, Failure(video.path, video.video_id, READ_ERROR, str(error))
+            )
+            return
+        summary = DecodeSummary(
+            video,
+            report.frames,
+            report.truncated,
+            report.error,
+            report.span_s,
+            display_size=(report.height, report.width),
+            thumbnail=picker.middle() if picker else None,
+        )
+        yield beam.pvalue.TaggedOutput(SUMMARY, (beam_key(video.video_id), summary))
+
+
+class WhitenAndQuantize(beam.DoFn):
+    """((id, start), features) -> (id, QuantizedChunk), with pca.npz read on the worker:
+    a 2048 -> 1024 PCA is 8 MB, too big to pickle into the job graph. A chunk the CNN
+    failed on, or whose features whiten to NaN, carries the error instead of bytes."""
+
+    def __init__(self, pca_path: str) -> None:
+        self._pca_path = pca_path
+
+    def setup(self) -> None:
+        self._pca = PcaTransform.load_npz(io.BytesIO(storage.read_bytes(self._pca_path)))
+
+    def process(self, keyed: KeyedFeatures) -> Iterator[tuple[bytes, QuantizedChunk]]:
+        (key, start_index), features = keyed
+        if isinstance(features, str):
+            yield key, QuantizedChunk(start_index, None, None, error=features)
+            return
+        try:
+            whitened = self._pca.apply(features)  # [n, K] float32
+            chunk = QuantizedChunk(
+                start_index, quantize.quantize(whitened), whitened.sum(0, np.float64)
+            )
+        except ValueError as error:  # NaN features, or a PCA of another width
+            chunk = QuantizedChunk(start_index, None, None, error=str(error))
+        yield key, chunk
+
+
+def concatenate_chunks(chunks: Iterable[QuantizedChunk]) -> tuple[np.ndarray, np.ndarray]:
+    """A video's chunks in frame order -> (quantized [T, K] uint8, mean whitened [K] float64)."""
+    ordered = sorted(chunks, key=lambda chunk: chunk.start_index)
+    quantized = np.concatenate([chunk.quantized for chunk in ordered])
+    mean = np.sum([chunk.feature_sum for chunk in ordered], axis=0) / len(quantized)
+    return quantized, mean
+
+
+class AssembleVideo(beam.DoFn):
+    """Joins each stream's chunks in order into one EmbeddedVideo; counts videos_ok, frames."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+        self._ok = beam.metrics.Metrics.counter(NAMESPACE, "videos_ok")
+        self._frames = beam.metrics.Metrics.counter(NAMESPACE, "frames")
+
+    def process(self, joined: tuple[bytes, dict]) -> Iterator:
+        _, sides = joined
+        summaries = [list(sides[summary_key(name)]) for name in self._names]
+        if all(summaries):  # else a stream failed to decode: its Failure is out already
+            yield from self._video_or_failure(summaries[0][0], sides)
+
+    def _video_or_failure(self, summary: DecodeSummary, sides: dict) -> Iterator:
+        errors = [chunk.error for name in self._names for chunk in sides[name] if chunk.error]
+        if errors:
+            video = summary.video
+            failure = Failure(video.path, video.video_id, EMBED_ERROR, errors[0])
+            yield beam.pvalue.TaggedOutput(FAILED, failure)
+        else:
+            yield self._assemble(summary, sides)
+
+    def _assemble(self, summary: DecodeSummary, sides: dict) -> EmbeddedVideo:
+        features, means = {}, {}
+        for name in self._names:
+            features[name], mean = concatenate_chunks(sides[name])
+            means[name] = mean.astype(np.float32)
+        self._ok.inc()
+        self._frames.inc(len(features[self._names[0]]))
+        return EmbeddedVideo(summary.video, features, means, summary)
+
+
+def summary_key(name: str) -> str:
+    return f"{name}/{SUMMARY}"
+
+
+class ReportProgress(beam.DoFn):
+    """Tells the launcher's Progress line that a video left the decoder."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def process(self, element: tuple[str, DecodeSummary] | Failure) -> Iterator[None]:
+        frames_done = 0 if isinstance(element, Failure) else element[1].frames
+        progress.report(self._token, frames_done)
+        return iter(())
+
+
+class DecodeAndEmbed(beam.PTransform):
+    """VideoInput -> (EmbeddedVideo collection, Failure collection)."""
+
+    def __init__(
+        self,
+        specs: Sequence[FeatureSpec],
+        pca_paths: Mapping[str, str],
+        frames_per_batch: int,
+        max_frames: int,
+        keep_thumbnails: bool = False,
+        faults: FaultPlan | None = None,
+        progress_token: str = "",
+    ) -> None:
+        super().__init__()
+        self._specs = tuple(specs)
+        self._pca_paths = dict(pca_paths)
+        self._frames_per_batch = frames_per_batch
+        self._max_frames = max_frames
+        self._keep_thumbnails = keep_thumbnails
+        self._faults = faults
+        self._progress_token = progress_token
+
+    # No return annotation: Beam warns on any output hint that is not a single PCollection.
+    def expand(self, videos: beam.PCollection):
+        joined, failures = {}, []
+        for index, spec in enumerate(self._specs):
+            decoded = videos | f"Decode {spec.name}" >> beam.ParDo(
+                DecodeFrames(
+                    spec.fps,
+                    self._max_frames,
+                    spec.frame_size,
+                    self._frames_per_batch,
+                    keep_thumbnail=self._keep_thumbnails and index == 0,
+                )
+            ).with_outputs(FAILED, SUMMARY, main="chunks")
+            handler = BackboneModelHandler(spec, self._frames_per_batch, self._faults)
+            joined[spec.name] = (
+                decoded.chunks
+                | f"Embed {spec.name}" >> RunInference(handler)
+                | f"Quantize {spec.name}"
+                >> beam.ParDo(WhitenAndQuantize(self._pca_paths[spec.name]))
+            )
+            joined[summary_key(spec.name)] = decoded[SUMMARY]
+            failures.append(decoded[FAILED])
+            if index == 0 and self._progress_token:
+                _ = (
+                    (decoded[SUMMARY], decoded[FAILED])
+                    | "DecodedVideos" >> beam.Flatten()
+                    | "ReportProgress" >> beam.ParDo(ReportProgress(self._progress_token))
+                )
+        assembled = (
+            joined
+            | "JoinStreams" >> beam.CoGroupByKey()
+            | "Assemble"
+            >> beam.ParDo(AssembleVideo([spec.name for spec in self._specs])).with_outputs(
+                FAILED, main="videos"
+            )
+        )
+        all_failures = (*failures, assembled[FAILED]) | "EmbedFailures" >> beam.Flatten()
+        return assembled.videos, all_failures

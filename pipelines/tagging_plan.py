@@ -1,0 +1,181 @@
+"""What tag_videos settles on the launcher before a job starts: the model, read once from its
+directory, and the input, matched and told apart (videos or frame-level records) by content.
+
+Every check that can fail here fails with one line before any frame is decoded.
+"""
+
+from dataclasses import dataclass
+
+from features import manifest, storage, streams
+from features.cli import UsageError, warn
+from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY, VOCABULARY_FILE
+from features.labels import LabelError, Vocabulary
+from pipelines import inputs, tagging_records
+from pipelines.elements import Failure, VideoInput
+
+SNIFF_FILES = 8  # files read (12 bytes each) to tell records from videos
+
+
+@dataclass(frozen=True)
+class TaggingModel:
+    """A model directory as tag_videos uses it."""
+
+    url: str  # --model as given, made absolute: what tagging.json records
+    max_frames: int  # clip length the model was trained on
+    feature_size: int
+    label_names: tuple[str, ...]  # empty: labels are bare indices
+    specs: tuple[streams.FeatureSpec, ...]  # empty: no manifest, so records only
+    fps: float  # of the features the model was trained on; 0 when unknown (no manifest)
+    no_videos_reason: str  # why raw videos cannot be tagged; "" when they can
+
+
+@dataclass(frozen=True)
+class TaggingInputs:
+    kind: str  # "videos" | "records"
+    videos: tuple[VideoInput, ...] = ()
+    failures: tuple[Failure, ...] = ()  # matched videos that cannot be read, duplicate ids
+    record_files: tuple[str, ...] = ()
+    records_total: int = 0  # records counted up front (local files); 0 when unknown
+
+
+def load_model(url: str) -> TaggingModel:
+    """Reads the model directory's train_config.json, manifest and vocabulary (local or
+    gs://, through storage); errors name --model as given."""
+    from pooling_models import model_dir
+
+    where = f"--model {url}"
+    train_config = model_dir.read_train_config(url)
+    if train_config.model.data_level != "frame":
+        fix = "tag with a frame-level model (train_pool on frame/*.tfrecord)"
+        raise UsageError("a video-level model cannot tag frames", where, fix)
+    feature_size = train_config.model.feature_sizes[0]
+    specs: tuple[streams.FeatureSpec, ...] = ()
+    fps, reason = 0.0, train_config.note or f"it has no {MANIFEST_FILE}"
+    manifest_path = storage.join(url, MANIFEST_FILE)
+    if train_config.raw_video_tagging and storage.exists(manifest_path):
+        features = manifest.read_manifest(manifest_path)
+        specs, fps, reason = streams.specs_from_manifest(features, url), features.fps, ""
+        rgb = {spec.name: spec for spec in specs}.get(RGB_KEY)
+        if rgb is None or rgb.dims != feature_size:
+            dims = rgb.dims if rgb else "no rgb"
+            what = f"its manifest's features are {dims}-d, the model takes {feature_size}"
+            raise UsageError(what, where, "retrain the model on these features")
+    return TaggingModel(
+        url=url,
+        max_frames=train_config.max_frames,
+        feature_size=feature_size,
+        label_names=_label_names(url),
+        specs=specs,
+        fps=fps,
+        no_videos_reason=reason,
+    )
+
+
+def check_video_model(model: TaggingModel) -> None:
+    """Raw videos need the backbone weights and PCA file the model's manifest names: checked
+    here, so that a missing one is one line before any decoding, not a worker's traceback."""
+    from features import backbones
+
+    where = f"--model {model.url}"
+    for spec in model.specs:
+        try:
+            backbones.resolve_weights(spec.backbone, storage.stage_file(spec.weights), spec.seed)
+        except (backbones.BackboneError, FileNotFoundError) as error:
+            what = f"the {spec.name} stream's {spec.backbone} weights cannot be loaded: {error}"
+            fix = "restore the weights file its manifest names (or the Keras cache for imagenet)"
+            raise UsageError(what, where, fix) from None
+        if not storage.exists(spec.pca):
+            fix = "copy the features' PCA file into the model directory, or retrain"
+            raise UsageError(f"{spec.pca} is missing", where, fix)
+
+
+def features_fps(model: TaggingModel, tagging: TaggingInputs, input_arg: str) -> float:
+    """Frames per second of the features tagged, which segment times need: the model's
+    manifest, else (records input) the records' own manifest, else YouTube-8M's 1 fps,
+    with a warning since nothing recorded it."""
+    if model.fps:
+        return model.fps
+    found = manifest.find_manifest(tagging.record_files[0]) if tagging.record_files else None
+    if found is not None:
+        return manifest.read_manifest(found).fps
+    warn(
+        "tag_videos",
+        f"neither --model nor --input {input_arg} has a {MANIFEST_FILE}; segment times "
+        f"assume YouTube-8M's {DEFAULT_FPS:g} frame per second",
+    )
+    return DEFAULT_FPS
+
+
+def _label_names(url: str) -> tuple[str, ...]:
+    path = storage.join(url, VOCABULARY_FILE)
+    if not storage.exists(path):
+        return ()
+    try:
+        return Vocabulary.from_csv(storage.read_text(path), source=path).names
+    except LabelError as error:
+        fix = "restore it from the features' vocabulary.csv, or retrain"
+        raise UsageError(f"unreadable {VOCABULARY_FILE}: {error}", f"--model {url}", fix) from None
+
+
+def find_inputs(input_arg: str, kind: str) -> TaggingInputs:
+    """Matches --input and decides what it holds: `kind` auto reads the first files' first
+    bytes (TFRecord framing), whatever their names."""
+    resolved = inputs.resolve_input(input_arg)
+    files = _matched_files(resolved)
+    if kind == "auto":
+        kind = _sniff_kind(files, input_arg)
+    if kind == "records":
+        return _record_inputs(files, input_arg)
+    found = inputs.find_inputs(resolved)
+    if not found.videos and not found.failures:
+        raise inputs.no_videos_error(resolved, found)
+    videos = tuple(VideoInput(video_id, path, (), False) for video_id, path in found.videos)
+    return TaggingInputs("videos", videos=videos, failures=tuple(found.failures))
+
+
+def _matched_files(resolved: inputs.ResolvedInput) -> list[str]:
+    if resolved.is_folder:
+        return [path for path, error in storage.walk_files(resolved.pattern) if not error]
+    return storage.match(resolved.pattern)
+
+
+def _sniff_kind(files: list[str], input_arg: str) -> str:
+    kinds = {}
+    for path in files:
+        kind = tagging_records.file_kind(path)
+        if kind != "empty":
+            kinds[path] = kind
+        if len(kinds) == SNIFF_FILES:
+            break
+    if not kinds:
+        what = "no files matched" if not files else "only empty files matched"
+        fix = "point it at videos or at frame-level records (frame/*.tfrecord)"
+        raise UsageError(what, f"--input {input_arg}", fix)
+    if len(set(kinds.values())) > 1:
+        record = next(path for path, kind in kinds.items() if kind == "records")
+        other = next(path for path, kind in kinds.items() if kind == "other")
+        what = f"matches TFRecords ({record}) and other files ({other})"
+        fix = "narrow it to one kind (e.g. <features>/frame/*.tfrecord) or pass --input_kind"
+        raise UsageError(what, f"--input {input_arg}", fix)
+    return next(iter(kinds.values()))
+
+
+def _record_inputs(files: list[str], input_arg: str) -> TaggingInputs:
+    """Frame-level record files, checked up front: each one's framing (local files, by
+    seeking: cheap) and the first record's content."""
+    where = f"--input {input_arg}"
+    if not files:
+        fix = "check the pattern, e.g. <features>/frame/*.tfrecord"
+        raise UsageError("no record files matched", where, fix)
+    kinds = {path: tagging_records.file_kind(path) for path in files}
+    for path, kind in kinds.items():
+        if kind == "other":
+            fix = "narrow it to TFRecord files, e.g. <features>/frame/*.tfrecord"
+            raise UsageError(f"{path} is not a TFRecord file", where, fix)
+    total = 0
+    if not any(storage.is_remote(path) for path in files):
+        total = sum(tagging_records.count_records(path) for path in files)
+    first = next((path for path, kind in kinds.items() if kind == "records"), None)
+    if first is not None:
+        tagging_records.check_frame_level(first, RGB_KEY, input_arg)
+    return TaggingInputs("records", record_files=tuple(files), records_total=total)

@@ -1,0 +1,112 @@
+"""Typed configs of `train_pool` and `eval_pool`, with their cross-field rules in one place.
+
+Light (no TensorFlow): the entry points parse flags into these before any heavy import, and
+a rule that spans several flags is checked here, once, as Model Garden's configs declare
+theirs beside the fields. Single-flag ranges are checked by the flag types (features.cli).
+"""
+
+from dataclasses import dataclass
+
+from features.cli import UsageError
+from features.formats import DEFAULT_MAX_FRAMES, MEAN_RGB_KEY, RGB_KEY
+from features.lease import DEFAULT_LEASE_TIMEOUT_S
+
+DEFAULT_EVAL_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class TrainPoolConfig:
+    """Everything `train_pool` needs; `feature_sizes` and `num_classes` empty / 0 mean
+    "from the data's manifest" (or the records' labels)."""
+
+    train_data: str
+    output: str
+    eval_data: str = ""
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+    data_level: str = "frame"
+    feature_names: tuple[str, ...] = ()
+    feature_sizes: tuple[int, ...] = ()
+    num_classes: int = 0
+    pooling: str = "netvlad"
+    cluster_size: int = 64
+    hidden_size: int = 1024
+    head: str = "moe"
+    num_mixtures: int = 2
+    gating: bool | None = None
+    conv_variant: str = "max"
+    recurrent_layers: int = 2
+    recurrent_units: int = 1024
+    epochs: int = 10
+    batch_size: int = 80
+    learning_rate: float = 2e-4
+    lr_decay: float = 0.95
+    clip_norm: float = 1.0
+    patience: int = 3
+    max_frames: int = DEFAULT_MAX_FRAMES
+    sample_frames: int = 0
+    mixed_precision: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT_S
+    break_lease: bool = False
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.feature_names:
+            default = RGB_KEY if self.data_level == "frame" else MEAN_RGB_KEY
+            object.__setattr__(self, "feature_names", (default,))
+        if self.feature_sizes and len(self.feature_sizes) != len(self.feature_names):
+            sizes = ",".join(map(str, self.feature_sizes))
+            raise UsageError(
+                f"{len(self.feature_sizes)} sizes for {len(self.feature_names)} feature names",
+                f"--feature_sizes {sizes}",
+                f"give one size per name in --feature_names {','.join(self.feature_names)}",
+            )
+        if not self.eval_data and not 0 < self.eval_fraction < 1:
+            raise UsageError(
+                "the hold-out fraction must lie in (0, 1)",
+                f"--eval_fraction {self.eval_fraction:g}",
+                "pass e.g. --eval_fraction 0.2, or --eval_data for a separate evaluation set",
+            )
+        if self.resume and self.overwrite:
+            raise UsageError(
+                "--resume continues the checkpoint that --overwrite deletes",
+                "--resume --overwrite",
+                "pass one of them",
+            )
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether the evaluation videos are a hash hold-out of --train_data."""
+        return not self.eval_data
+
+
+@dataclass(frozen=True)
+class EvalPoolConfig:
+    """Everything `eval_pool` needs; `metrics_output` empty means
+    `<model>/eval_metrics.json` (written into the model's folder, local or gs://)."""
+
+    model: str
+    eval_data: str
+    predictions: str = ""
+    metrics_output: str = ""
+    batch_size: int = 64
+    verbose: bool = False
+
+
+def split_names(text: str) -> tuple[str, ...]:
+    """`--feature_names rgb,audio` -> ("rgb", "audio")."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def split_sizes(text: str, flag: str = "--feature_sizes") -> tuple[int, ...]:
+    """`--feature_sizes 1024,128` -> (1024, 128); each a positive integer."""
+    sizes = []
+    for part in split_names(text):
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(
+                f"{part!r} is not a positive integer", f"{flag} {text}", "e.g. 1024,128"
+            )
+        sizes.append(int(part))
+    return tuple(sizes)

@@ -1,0 +1,141 @@
+"""Checks on the record inputs of train_pool and eval_pool, made before any training.
+
+Each failure is a one-line UsageError naming the flag or file and the fix, instead of a
+TensorFlow traceback minutes into a run.
+"""
+
+import os
+import re
+import struct
+
+import tensorflow as tf
+
+from features import storage
+from features.cli import UsageError
+from features.records import CorruptRecordError
+
+_CORRUPT = re.compile(
+    r"\[(.+?): corrupt, truncated or unreadable TFRecord file \((\d+) of its (\d+) bytes read\)\]"
+)
+_LEVEL_FIX = {
+    "frame": "pass frame-level records (<features>/frame/*.tfrecord)",
+    "video": "pass video-level records (<features>/video/*.tfrecord)",
+}
+
+
+def matched_files(pattern: str, flag: str) -> list[str]:
+    """The files a records glob matches (local or gs://); UsageError when none."""
+    files = storage.match(pattern)
+    if not files:
+        raise UsageError("no TFRecord files matched", f"{flag} {pattern}", "check the glob")
+    return files
+
+
+def first_record(path: str) -> tf.train.SequenceExample | None:
+    """The file's first record, parsed as a SequenceExample (None: no readable record).
+    Reads the TFRecord framing itself; no TensorFlow op needed.
+
+    An Example's bytes also parse as a SequenceExample (its features land in the context),
+    so a record without any feature list is a video-level one."""
+    with storage.open_read(path) as source:
+        header = source.read(12)
+        if len(header) < 12:
+            return None
+        (length,) = struct.unpack("<Q", header[:8])
+        payload = source.read(length)
+    if len(payload) < length:
+        return None  # truncated: the reader names the file and offset later
+    try:
+        return tf.train.SequenceExample.FromString(payload)
+    except Exception:  # noqa: BLE001 -- protobuf's DecodeError; not a record we know
+        return None
+
+
+def check_records(
+    files: list[str], level: str, sizes: dict[str, int], flag: str, pattern: str
+) -> None:
+    """UsageError when the first record is of the other level (frame vs video), lacks one
+    of the features, or holds another number of values per frame than `sizes` says."""
+    record = first_record(files[0])
+    if record is None:
+        return
+    where = f"{flag} {pattern}"
+    found = "frame" if record.feature_lists.feature_list else "video"
+    if found != level:
+        fix = _LEVEL_FIX[level]
+        if level == "frame":
+            fix += ", or evaluate a video-level model (--data_level video) on mean_rgb"
+        what = f"{found}-level records where {level}-level records are needed"
+        raise UsageError(what, where, fix)
+    for name, size in sizes.items():
+        held = record.feature_lists.feature_list if level == "frame" else record.context.feature
+        if name not in held:
+            what = f"the records hold no feature {name!r} (they hold {', '.join(sorted(held))})"
+            raise UsageError(what, where, "pass records with it, or other --feature_names")
+        got = _values_per_frame(record, name, level)
+        if got is not None and got != size:
+            what = f"feature {name!r} holds {got} values per frame, the model takes {size}"
+            raise UsageError(what, where, "pass records extracted with the same PCA dims")
+
+
+def _values_per_frame(record: tf.train.SequenceExample, name: str, level: str) -> int | None:
+    if level == "video":
+        return len(record.context.feature[name].float_list.value)
+    frames = record.feature_lists.feature_list[name].feature
+    if not frames or not frames[0].bytes_list.value:
+        return None
+    return len(frames[0].bytes_list.value[0])
+
+
+def check_framing(files: list[str]) -> None:
+    """Walks each local file's TFRecord framing (lengths only, payloads skipped): a file
+    that ends inside a record is a one-line error naming it and the offset, before any
+    training. A record damaged inside (a flipped bit) is found by the reader later."""
+    for path in files:
+        size = os.path.getsize(path)
+        with open(path, "rb") as source:
+            offset = 0
+            while offset < size:
+                header = source.read(8)
+                end = offset + 16 + (struct.unpack("<Q", header)[0] if len(header) == 8 else size)
+                if end > size:
+                    raise UsageError(
+                        f"truncated TFRecord file: a record at byte {offset} runs past its "
+                        f"end at byte {size}",
+                        path,
+                        "re-extract it, or leave it out of the glob",
+                    )
+                offset = end
+                source.seek(offset)
+
+
+def count_records(files: list[str]) -> int:
+    """How many records the (local) files hold, read whole."""
+    return sum(1 for _ in tf.data.TFRecordDataset(files).ignore_errors())
+
+
+def is_empty(dataset: tf.data.Dataset) -> bool:
+    """Whether a (hold-out) dataset yields nothing; stops at its first batch."""
+    return not any(True for _ in dataset.take(1))
+
+
+def explain_data_error(error: Exception, where: str) -> UsageError:
+    """A one-line UsageError for what the readers raise on bad records: a corrupt or
+    truncated file (named, with the byte where its records end) or a failed check."""
+    if isinstance(error, CorruptRecordError):
+        path, _, detail = str(error).partition(": ")
+        return UsageError(
+            detail.splitlines()[0], path, "re-extract it, or leave it out of the glob"
+        )
+    message = getattr(error, "message", str(error))
+    corrupt = _CORRUPT.search(message)
+    if corrupt:
+        path, read, size = corrupt.groups()
+        return UsageError(
+            f"corrupt or truncated TFRecord file: its records end at byte {read} of {size}",
+            path,
+            "re-extract it, or leave it out of the glob",
+        )
+    detail = message.split("assertion failed: ", 1)[-1].splitlines()[0]
+    detail = re.sub(r"\]\s*\[", " ", detail).strip("[] ")
+    return UsageError(f"records cannot be read: {detail}", where, "check the records and flags")
