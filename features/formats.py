@@ -30,11 +30,24 @@ LABELS_KEY = "labels"
 RGB_KEY = "rgb"
 AUDIO_KEY = "audio"
 MEAN_RGB_KEY = "mean_rgb"
+MEAN_AUDIO_KEY = "mean_audio"
+# Context int64 0/1 in frame- and video-level records of outputs with an audio stream.
+HAS_AUDIO_KEY = "has_audio"
+
+# Feature streams, in record order: rgb is always computed and comes first.
+STREAM_NAMES = (RGB_KEY, AUDIO_KEY)
+DEFAULT_STREAMS = (RGB_KEY, AUDIO_KEY)
+
+# The audio stream: VGGish embeddings of 0.96 s log-mel examples [96 frames, 64 bands].
+VGGISH_BACKBONE = "vggish"
+AUDIO_FRAME_SIZE = (96, 64)
+AUDIO_DIMS = 128
 
 # Output layout under --output.
 FRAME_DIR = "frame"
 VIDEO_DIR = "video"
 PCA_FILE = "pca.npz"
+AUDIO_PCA_FILE = "audio_pca.npz"
 VOCABULARY_FILE = "vocabulary.csv"
 MANIFEST_FILE = "manifest.json"
 FAILED_PREFIX = "failed"

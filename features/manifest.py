@@ -17,7 +17,7 @@ from features.formats import MANIFEST_FILE, RGB_KEY
 from features.video_ids import id_root_of
 from framevlad_proto import framevlad_pb2
 
-WEIGHT_KINDS = ("imagenet", "random", "path")
+WEIGHT_KINDS = ("imagenet", "vggish", "random", "path")
 _FIX = "rerun extract_features into a fresh --output, or restore the file from a copy"
 
 

@@ -1,4 +1,4 @@
-"""A feature stream (rgb today; audio, flow, clip later) is one small spec.
+"""A feature stream (rgb, audio; flow, clip later) is one small spec.
 
 Built from flags by extract_features' config, or from a model directory's manifest by
 tag_videos; the decode-and-embed transform computes one feature list per spec. Light on
@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from features import storage
-from features.formats import DEFAULT_PCA_SAMPLE_FRAMES
+from features.formats import (
+    AUDIO_DIMS,
+    AUDIO_FRAME_SIZE,
+    AUDIO_KEY,
+    DEFAULT_PCA_SAMPLE_FRAMES,
+    PCA_FILE,
+    RGB_KEY,
+    VGGISH_BACKBONE,
+)
 from framevlad_proto import framevlad_pb2
 
 if TYPE_CHECKING:
@@ -24,13 +32,13 @@ MEAN_PREFIX = "mean_"
 class FeatureSpec:
     """How one feature list is computed: decode at `fps`, embed, whiten and quantize."""
 
-    name: str  # the feature list's key: "rgb"
-    backbone: str
-    weights: str  # imagenet | random | a weights file path/URL (as given)
+    name: str  # the feature list's key: "rgb" | "audio"
+    backbone: str  # a features.backbones name, or "vggish" for audio
+    weights: str  # imagenet | vggish | random | a weights file path/URL (as given)
     seed: int  # of random weights
-    frame_size: tuple[int, int]  # the backbone's input (height, width)
+    frame_size: tuple[int, int]  # the network's input (height, width); audio: (96, 64) log-mel
     fps: float
-    pca: str  # auto | fit | a pca.npz path/URL | a YouTube-8M PCA folder
+    pca: str  # auto | fit | a pca.npz path/URL | a YouTube-8M PCA folder | vggish_pca_params.npz
     dims: int  # PCA output dims = bytes per row of the feature list
     pca_sample_frames: int = DEFAULT_PCA_SAMPLE_FRAMES
 
@@ -43,6 +51,38 @@ class FeatureSpec:
     def mean_key(self) -> str:
         """Key of the video-level mean feature (YouTube-8M: "mean_rgb")."""
         return MEAN_PREFIX + self.name
+
+    @property
+    def pca_file(self) -> str:
+        """The stream's PCA file in an output: pca.npz for rgb, audio_pca.npz for audio."""
+        return PCA_FILE if self.name == RGB_KEY else f"{self.name}_{PCA_FILE}"
+
+    def flag(self, rgb_flag: str) -> str:
+        """The stream's spelling of an rgb flag: --pca -> --audio_pca, --weights ->
+        --audio_weights (errors name the flag the user passed)."""
+        return rgb_flag if self.name == RGB_KEY else f"--{self.name}_{rgb_flag[2:]}"
+
+
+def audio_spec(
+    weights: str,
+    seed: int,
+    fps: float,
+    pca: str,
+    dims: int = AUDIO_DIMS,
+    pca_sample_frames: int = DEFAULT_PCA_SAMPLE_FRAMES,
+) -> FeatureSpec:
+    """The audio stream: VGGish over one 0.96 s log-mel example per rgb sample time."""
+    return FeatureSpec(
+        name=AUDIO_KEY,
+        backbone=VGGISH_BACKBONE,
+        weights=weights,
+        seed=seed,
+        frame_size=AUDIO_FRAME_SIZE,
+        fps=fps,
+        pca=pca,
+        dims=dims,
+        pca_sample_frames=pca_sample_frames,
+    )
 
 
 def weights_flag(weights: framevlad_pb2.WeightsSource) -> str:

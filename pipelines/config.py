@@ -7,6 +7,7 @@ check a config before anything heavy loads.
 from dataclasses import dataclass
 
 from features.cli import UsageError
+from features.formats import RGB_KEY
 from features.streams import FeatureSpec
 
 
@@ -35,7 +36,7 @@ class ExtractConfig:
     output: str
     id_root: str
     run_id: str
-    specs: tuple[FeatureSpec, ...]  # the streams to compute; today one: rgb
+    specs: tuple[FeatureSpec, ...]  # the streams to compute: (rgb,) or (rgb, audio)
     max_frames: int  # 0 = no cap
     frames_per_batch: int
     labels_csv: str = ""
@@ -52,16 +53,23 @@ class ExtractConfig:
         """The first stream: its backbone, weights and PCA are the manifest's top level."""
         return self.specs[0]
 
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs)
+
     def validate(self, feature_dims: dict[str, int]) -> None:
-        """Cross-field rules, in one place; `feature_dims` maps each backbone to its width.
+        """Cross-field rules, in one place; `feature_dims` maps each backbone (vggish too)
+        to its width.
 
         Single-flag ranges (finite, >= 1, ...) are the parser's; these involve two flags."""
+        if not self.specs or self.specs[0].name != RGB_KEY:
+            raise UsageError("rgb must be the first stream", "--streams", "pass rgb or rgb,audio")
         for spec in self.specs:
             dims = feature_dims[spec.backbone]
             if not 1 <= spec.dims <= dims:
                 raise UsageError(
                     f"{spec.backbone} gives {dims}-d features",
-                    f"--pca_dims {spec.dims}",
+                    f"{spec.flag('--pca_dims')} {spec.dims}",
                     f"choose 1..{dims}",
                 )
         if self.labels_csv and self.labels_from_folders:

@@ -2,9 +2,11 @@
 
     extract_features --input videos/ --output features/ [--labels labels.csv] [Beam options]
 
-Writes `<output>/frame/*.tfrecord` (SequenceExample: context id, labels; feature list rgb),
-`<output>/video/*.tfrecord` (Example: id, labels, mean_rgb), `pca.npz`, `vocabulary.csv`,
-`failed-*.jsonl` (one line per input without features) and, last, `manifest.json`.
+Writes `<output>/frame/*.tfrecord` (SequenceExample: context id, labels, has_audio; feature
+lists rgb, audio), `<output>/video/*.tfrecord` (Example: id, labels, has_audio, mean_rgb,
+mean_audio), `pca.npz`, `audio_pca.npz`, `vocabulary.csv`, `failed-*.jsonl` (one line per
+input without features) and, last, `manifest.json`. `--streams rgb` writes rgb only (no
+audio keys, no has_audio), as YouTube-8M's starter extractor's records.
 
 Flags are parsed and checked before TensorFlow or Beam is imported: `--help` is instant.
 """
@@ -29,6 +31,8 @@ from features.cli import (
     run_main,
 )
 from features.formats import (
+    AUDIO_DIMS,
+    AUDIO_KEY,
     BACKBONE_NAMES,
     DEFAULT_BACKBONE,
     DEFAULT_FPS,
@@ -39,9 +43,11 @@ from features.formats import (
     MANIFEST_FILE,
     MAX_PCA_DIMS,
     RGB_KEY,
+    STREAM_NAMES,
+    VGGISH_BACKBONE,
     VIDEO_DIR,
 )
-from features.streams import FeatureSpec
+from features.streams import FeatureSpec, audio_spec
 from pipelines.beam_options import beam_option_names
 from pipelines.config import ExtractConfig, FaultPlan
 from pipelines.inputs import resolve_input
@@ -62,8 +68,52 @@ def build_parser() -> Parser:
     parser.add_argument("--input", required=True, help="video folder (recursive), glob or gs://")
     parser.add_argument("--output", required=True, help="output folder or gs:// prefix")
     add_stream_flags(parser)
+    add_audio_flags(parser)
     add_output_flags(parser)
     return parser
+
+
+def stream_list(value: str) -> tuple[str, ...]:
+    """`--streams rgb,audio` -> ("rgb", "audio"); rgb is required and first."""
+    names = tuple(name.strip() for name in value.split(","))
+    unknown = [name for name in names if name not in STREAM_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown stream {unknown[0]!r} in {value!r}: choose from {','.join(STREAM_NAMES)}"
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{value!r} names a stream twice")
+    if names[0] != RGB_KEY:
+        raise argparse.ArgumentTypeError(f"{value!r}: rgb is required and comes first")
+    return names
+
+
+def add_audio_flags(parser: Parser) -> None:
+    """Which streams, and how the audio stream is computed: VGGish, its PCA."""
+    parser.add_argument(
+        "--streams",
+        type=stream_list,
+        default=",".join(STREAM_NAMES),
+        help="feature lists to write: rgb,audio or rgb (rgb first, always)",
+    )
+    parser.add_argument(
+        "--audio_weights",
+        default="vggish",
+        help="vggish (a converted checkpoint in the Keras cache: see vggish_convert), "
+        "random (seeded He init, --seed) or a .weights.h5 file",
+    )
+    parser.add_argument(
+        "--audio_pca",
+        default="auto",
+        help="auto (reuse <output>/audio_pca.npz, else fit), fit, or an audio_pca.npz / "
+        "VGGish's vggish_pca_params.npz",
+    )
+    parser.add_argument(
+        "--audio_pca_dims",
+        type=int_at_least(1),
+        default=AUDIO_DIMS,
+        help="bytes per row of the audio feature list",
+    )
 
 
 def add_stream_flags(parser: Parser) -> None:
@@ -175,6 +225,19 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
         dims=args.pca_dims or min(MAX_PCA_DIMS, spec.feature_dims),
         pca_sample_frames=args.pca_sample_frames,
     )
+    specs = (rgb,)
+    if AUDIO_KEY in args.streams:
+        check_audio_weights(args.audio_weights, args.seed)
+        specs += (
+            audio_spec(
+                weights=args.audio_weights,
+                seed=args.seed,
+                fps=args.fps,
+                pca=args.audio_pca,
+                dims=args.audio_pca_dims,
+                pca_sample_frames=args.pca_sample_frames,
+            ),
+        )
     config = ExtractConfig(
         input=resolved.given,
         input_pattern=resolved.pattern,
@@ -182,7 +245,7 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
         output=check_output(args.output),
         id_root=resolved.id_root,
         run_id=new_run_id(),
-        specs=(rgb,),
+        specs=specs,
         max_frames=args.max_frames,
         frames_per_batch=args.frames_per_batch,
         labels_csv=check_file_flag("--labels", args.labels),
@@ -194,8 +257,19 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
         break_lease=args.break_lease,
         beam_args=tuple(beam_args),
     )
-    config.validate({name: s.feature_dims for name, s in backbones.BACKBONES.items()})
+    feature_dims = {name: s.feature_dims for name, s in backbones.BACKBONES.items()}
+    config.validate({**feature_dims, VGGISH_BACKBONE: AUDIO_DIMS})
     return config
+
+
+def check_audio_weights(weights: str, seed: int) -> None:
+    """--audio_weights is checked before any work: `vggish` names where it looked and how to
+    convert the checkpoint (nothing is downloaded); a gs:// file is checked by the job."""
+    if storage.is_remote(weights):
+        return
+    from features.vggish import resolve_vggish_weights
+
+    resolve_vggish_weights(weights, seed)
 
 
 def run(
@@ -216,10 +290,13 @@ def run(
 def print_summary(output: str) -> None:
     from features.manifest import read_manifest
 
-    counts = read_manifest(storage.join(output, MANIFEST_FILE)).counts
+    manifest = read_manifest(storage.join(output, MANIFEST_FILE))
+    counts = manifest.counts
+    audio = any(stream.name == AUDIO_KEY for stream in manifest.streams)
+    sound = f", {counts.no_audio} without audio" if audio else ""
     print(
         f"{PROG}: {counts.ok} of {counts.seen} videos ok, {counts.failed} failed, "
-        f"{counts.frames} frames ({counts.truncated} videos truncated)\n"
+        f"{counts.frames} frames ({counts.truncated} videos truncated{sound})\n"
         f"  frame-level records: {storage.join(output, FRAME_DIR)}/\n"
         f"  video-level records: {storage.join(output, VIDEO_DIR)}/\n"
         f"  manifest:            {storage.join(output, MANIFEST_FILE)}"

@@ -42,7 +42,7 @@ def tiny_args(library: Path, output: Path, *extra: str) -> list[str]:
     return [
         "--input", str(library), "--output", str(output),
         "--backbone", "tiny", "--weights", "random", "--pca_dims", "32",
-        "--frames_per_batch", "16", *extra,
+        "--frames_per_batch", "16", "--audio_weights", "random", *extra,
     ]  # fmt: skip
 
 

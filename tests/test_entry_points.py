@@ -1,4 +1,4 @@
-"""The five console scripts answer `--help` from flags alone: no TensorFlow, Keras or Beam."""
+"""The six console scripts answer `--help` from flags alone: no TensorFlow, Keras or Beam."""
 
 import os
 import subprocess
@@ -14,6 +14,7 @@ SCRIPTS = {
     "train_pool": "pooling_models.train_pool",
     "eval_pool": "pooling_models.eval_pool",
     "make_sample_library": "features.sample_library",
+    "vggish_convert": "features.vggish_convert",
 }
 HEAVY_MODULES = ("tensorflow", "keras", "apache_beam", "pyarrow")
 
