@@ -1,11 +1,16 @@
 """Write a small labelled library of synthetic H.264 clips, laid out like UCF101.
 
-Classes differ in what appears and in what order: `red_then_blue` and `blue_then_red` show the
-same two shapes and differ only in order, so an orderless pooling cannot tell them apart.
+Picture classes differ in what appears and in what order: `red_then_blue` and
+`blue_then_red` show the same two shapes and differ only in order, so an orderless pooling
+cannot tell them apart. Sound classes (`tone`, `noise`) show the same kind of picture and
+differ only in their audio track (a 440-880 Hz tone, white noise), so only a model that
+hears can tell them apart. Every clip has a mono AAC track; the picture classes carry one
+neutral sound (a quiet low hum with faint noise), so sound is no shortcut for them.
 Each clip draws its positions, sizes, colours, noise, frame size, frame rate and length from a
-generator seeded by (seed, clip number), so a library is reproducible clip by clip.
+generator seeded by (seed, clip number), and its sound from one seeded by (seed, clip number,
+1), so a library is reproducible clip by clip.
 
-    make_sample_library --output DIR --videos 24 [--seed 0] [--seconds 8]
+    make_sample_library --output DIR --videos 24 [--seed 0] [--seconds 8] [--classes all]
 
 writes DIR/<class>/<class>_<k>.mp4 and DIR/labels.csv (`id,labels`, id = path without
 extension relative to DIR).
@@ -17,35 +22,48 @@ import argparse
 import csv
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from features import cli
-from features.synthetic_video import Shape, render_shapes_frame, write_video
+from features.synthetic_video import Shape, Sound, render_shapes_frame, write_video
 
-CLASSES = ("red_then_blue", "blue_then_red", "stripes", "checker")
+PICTURE_CLASSES = ("red_then_blue", "blue_then_red", "stripes", "checker")
+SOUND_CLASSES = ("tone", "noise")
+CLASSES = PICTURE_CLASSES + SOUND_CLASSES
+DEFAULT_CLASSES = PICTURE_CLASSES
 LABELS_FILE = "labels.csv"
 FRAME_SIZES = ((120, 160), (144, 176), (96, 128))  # (height, width): small keeps it fast
 FRAME_RATES = (24, 25, 30)
 _NOISE_FIELDS = 4  # precomputed noise images cycled over frames: cheap, still not static
+AUDIO_RATES = (44_100, 48_000)
 
 Renderer = Callable[[np.random.Generator, int, int, int], Iterator[np.ndarray]]
 
 
 def make_sample_library(
-    output_dir: str, videos: int, *, seed: int = 0, seconds: float = 8.0
+    output_dir: str,
+    videos: int,
+    *,
+    seed: int = 0,
+    seconds: float = 8.0,
+    classes: Sequence[str] = DEFAULT_CLASSES,
 ) -> list[tuple[str, str]]:
-    """Write `videos` clips round-robin over CLASSES, about `seconds` long each.
+    """Write `videos` clips round-robin over `classes` (names in CLASSES), about `seconds`
+    long each.
 
     Returns the (id, label) rows written to labels.csv.
     """
     if videos < 1 or seconds <= 0:
         raise ValueError(f"videos={videos}, seconds={seconds}: both must be positive")
+    unknown = [label for label in classes if label not in CLASSES]
+    if unknown or not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"classes={list(classes)}: expected distinct names from {CLASSES}")
     rows = []
     for number in range(videos):
-        label = CLASSES[number % len(CLASSES)]
-        video_id = f"{label}/{label}_{number // len(CLASSES):03d}"
+        label = classes[number % len(classes)]
+        video_id = f"{label}/{label}_{number // len(classes):03d}"
         rng = np.random.default_rng([seed, number])
         height, width = FRAME_SIZES[rng.integers(len(FRAME_SIZES))]
         fps = int(rng.choice(FRAME_RATES))
@@ -53,7 +71,7 @@ def make_sample_library(
         path = os.path.join(output_dir, video_id + ".mp4")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         frames = _RENDERERS[label](rng, frame_count, height, width)
-        write_video(path, frames, fps=fps)
+        write_video(path, frames, fps=fps, sound=_sound(label, seed, number))
         rows.append((video_id, label))
     with open(os.path.join(output_dir, LABELS_FILE), "w", newline="") as labels_file:
         writer = csv.writer(labels_file)
@@ -136,6 +154,40 @@ def _checker(
         yield _add_noise(colors[board ^ phase], noise[index % _NOISE_FIELDS])
 
 
+def _orbit(
+    rng: np.random.Generator, frame_count: int, height: int, width: int
+) -> Iterator[np.ndarray]:
+    """A grey disc circling the middle of the frame: the one picture of the sound classes."""
+    background = _background(rng)
+    grey = int(rng.integers(150, 256))
+    size = rng.uniform(0.1, 0.2) * min(height, width)
+    radius = rng.uniform(0.15, 0.3) * min(height, width)
+    turns_per_frame = rng.uniform(0.01, 0.05) * rng.choice([-1, 1])
+    phase = rng.uniform(0, 2 * np.pi)
+    noise = _noise_fields(rng, height, width)
+    for index in range(frame_count):
+        angle = phase + 2 * np.pi * turns_per_frame * index
+        center = (height / 2 + radius * np.sin(angle), width / 2 + radius * np.cos(angle))
+        shape = Shape("disc", (float(center[0]), float(center[1])), float(size), (grey,) * 3)
+        yield render_shapes_frame(
+            height, width, [shape], background=background, noise=noise[index % _NOISE_FIELDS]
+        )
+
+
+def _sound(label: str, seed: int, number: int) -> Sound:
+    """The clip's audio track, from its own generator: the pictures stay as they were."""
+    rng = np.random.default_rng([seed, number, 1])
+    rate = int(rng.choice(AUDIO_RATES))
+    noise_seed = int(rng.integers(2**31))
+    if label == "tone":
+        amplitude = rng.uniform(0.2, 0.4)
+        return Sound(rng.uniform(440, 880), amplitude, 0.0, noise_seed, rate)
+    if label == "noise":
+        return Sound(440.0, 0.0, rng.uniform(0.2, 0.4), noise_seed, rate)
+    hum = rng.uniform(0.03, 0.06)
+    return Sound(rng.uniform(100, 200), hum, rng.uniform(0.005, 0.015), noise_seed, rate)
+
+
 def _background(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(0, 80, size=3))
 
@@ -159,6 +211,8 @@ _RENDERERS: dict[str, Renderer] = {
     "blue_then_red": _blue_then_red,
     "stripes": _stripes,
     "checker": _checker,
+    "tone": _orbit,
+    "noise": _orbit,
 }
 
 
@@ -168,13 +222,34 @@ def build_parser() -> cli.Parser:
     parser.add_argument("--videos", required=True, type=cli.int_at_least(1), help="clips")
     parser.add_argument("--seed", type=int, default=0, help="library seed")
     parser.add_argument("--seconds", type=cli.positive_float, default=8.0, help="mean clip length")
+    parser.add_argument(
+        "--classes",
+        type=_class_names,
+        default=DEFAULT_CLASSES,
+        help=f"comma-separated names of {','.join(CLASSES)}, or all "
+        f"(default: the picture classes {','.join(DEFAULT_CLASSES)})",
+    )
     return parser
+
+
+def _class_names(text: str) -> tuple[str, ...]:
+    if text.strip() == "all":
+        return CLASSES
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in CLASSES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected distinct names of {','.join(CLASSES)}, or all"
+        )
+    return names
 
 
 def _write(args: argparse.Namespace) -> int:
     if os.path.isfile(args.output):
         raise cli.UsageError("is a file", f"--output {args.output}", "name a folder")
-    rows = make_sample_library(args.output, args.videos, seed=args.seed, seconds=args.seconds)
+    rows = make_sample_library(
+        args.output, args.videos, seed=args.seed, seconds=args.seconds, classes=args.classes
+    )
     per_class = Counter(label for _, label in rows)
     counts = ", ".join(f"{label} {per_class[label]}" for label in CLASSES if per_class[label])
     print(f"wrote {len(rows)} videos ({counts}) to {args.output}; labels in {LABELS_FILE}")

@@ -19,12 +19,24 @@ import numpy as np
 # Clock for explicit (VFR) timestamps: exact for 24, 25, 30, 30000/1001, 50 and 60 fps, and
 # within MPEG-4 Part 2's 16-bit limit. Matroska still rounds to its own 1 ms clock.
 _VFR_TIME_BASE = Fraction(1, 60_000)
-_AUDIO_RATE = 48_000
 _AUDIO_FRAME_SAMPLES = 1024  # AAC's frame size
-_TONE_HZ = 440.0
 _INDEX_DIGITS = 3  # base-16 digits, one grey band each: 4096 frames told apart
 # Extensions whose muxer is ISO-BMFF: "faststart" moves the index (moov) to the front.
 _ISO_BMFF_EXTENSIONS = (".mp4", ".m4v", ".m4a", ".mov")
+
+
+@dataclass(frozen=True)
+class Sound:
+    """A mono AAC track: a sine tone plus uniform white noise (either amplitude may be 0).
+
+    The noise comes from a generator seeded by `seed`, so a track is reproducible.
+    """
+
+    tone_hz: float = 440.0
+    tone_amplitude: float = 0.2
+    noise_amplitude: float = 0.0
+    seed: int = 0
+    sample_rate: int = 48_000
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,7 @@ def write_video(
     codec: str = "libx264",
     pix_fmt: str | None = None,
     with_audio: bool = False,
+    sound: Sound | None = None,
     faststart: bool = True,
 ) -> None:
     """Encode upright RGB frames ([H, W, 3] uint8 each) into `path`; the extension picks the muxer.
@@ -114,7 +127,8 @@ def write_video(
         tag: 90 for a portrait phone video). A multiple of 90.
     pix_fmt: None picks yuv420p, or yuv444p for libx264 when a side is odd (libx264 needs even
         sides for 4:2:0; mpeg4 pads odd sides itself).
-    with_audio: add an AAC sine tone as long as the video.
+    with_audio: add an AAC sine tone (`Sound()`) as long as the video.
+    sound: add this track instead, as long as the video.
     faststart: for mp4/mov, put the index before the media so a truncated file still decodes.
     """
     if rotation_degrees % 90:
@@ -147,7 +161,9 @@ def write_video(
         if quarter_turns:
             # PyAV's angle is counter-clockwise: the opposite of the `rotate` tag.
             video.set_display_rotation(-rotation_degrees)
-        audio = _AudioTone(container) if with_audio else None
+        if sound is None and with_audio:
+            sound = Sound()
+        audio = _AudioTrack(container, sound) if sound is not None else None
 
         times = _frame_times(timestamps_s, fps)
         end_s = 0.0
@@ -172,11 +188,11 @@ def write_video(
             audio.flush()
 
 
-def write_audio(path: str, seconds: float) -> None:
-    """Write an audio-only file (an AAC sine tone), e.g. an .m4a: a container with no video."""
+def write_audio(path: str, seconds: float, sound: Sound | None = None) -> None:
+    """Write an audio-only file (default: an AAC sine tone), e.g. an .m4a: no video stream."""
     options = {"movflags": "faststart"} if _is_iso_bmff(path) else {}
     with av.open(path, mode="w", options=options) as container:
-        audio = _AudioTone(container)
+        audio = _AudioTrack(container, sound or Sound())
         audio.write_until(seconds)
         audio.flush()
 
@@ -193,22 +209,30 @@ def _frame_times(timestamps_s: Sequence[float] | None, fps: float) -> Iterator[f
     return (index / fps for index in itertools.count())
 
 
-class _AudioTone:
-    """A mono AAC sine tone, encoded in step with the video so the muxer can interleave."""
+class _AudioTrack:
+    """A mono AAC `Sound`, encoded in step with the video so the muxer can interleave."""
 
-    def __init__(self, container: av.container.OutputContainer) -> None:
+    def __init__(self, container: av.container.OutputContainer, sound: Sound) -> None:
         self._container = container
-        self._stream = container.add_stream("aac", rate=_AUDIO_RATE, layout="mono")
+        self._sound = sound
+        self._rate = sound.sample_rate
+        self._stream = container.add_stream("aac", rate=self._rate, layout="mono")
+        self._noise = np.random.default_rng(sound.seed)
         self._samples = 0
 
     def write_until(self, seconds: float) -> None:
-        while self._samples < seconds * _AUDIO_RATE:
-            t = (self._samples + np.arange(_AUDIO_FRAME_SAMPLES)) / _AUDIO_RATE
-            wave = (0.2 * np.sin(2 * np.pi * _TONE_HZ * t)).astype(np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
-            frame.sample_rate = _AUDIO_RATE
+        sound = self._sound
+        while self._samples < seconds * self._rate:
+            t = (self._samples + np.arange(_AUDIO_FRAME_SAMPLES)) / self._rate
+            wave = sound.tone_amplitude * np.sin(2 * np.pi * sound.tone_hz * t)
+            if sound.noise_amplitude:
+                amplitude = sound.noise_amplitude
+                wave = wave + self._noise.uniform(-amplitude, amplitude, _AUDIO_FRAME_SAMPLES)
+            samples = wave.astype(np.float32)[None, :]  # [1, 1024]: planar mono
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = self._rate
             frame.pts = self._samples
-            frame.time_base = Fraction(1, _AUDIO_RATE)
+            frame.time_base = Fraction(1, self._rate)
             self._container.mux(self._stream.encode(frame))
             self._samples += _AUDIO_FRAME_SAMPLES
 

@@ -5,19 +5,22 @@ a rule that spans several flags is checked here, once, as Model Garden's configs
 theirs beside the fields. Single-flag ranges are checked by the flag types (features.cli).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from features.cli import UsageError
-from features.formats import DEFAULT_MAX_FRAMES, MEAN_RGB_KEY, RGB_KEY
+from features.formats import DEFAULT_MAX_FRAMES, RGB_KEY
 from features.lease import DEFAULT_LEASE_TIMEOUT_S
+from features.streams import MEAN_PREFIX
 
 DEFAULT_EVAL_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class TrainPoolConfig:
-    """Everything `train_pool` needs; `feature_sizes` and `num_classes` empty / 0 mean
-    "from the data's manifest" (or the records' labels)."""
+    """Everything `train_pool` needs; `feature_names`, `feature_sizes` and `num_classes`
+    empty / 0 mean "from the data's manifest" (or the records' labels): see
+    `feature_names_for`."""
 
     train_data: str
     output: str
@@ -53,16 +56,8 @@ class TrainPoolConfig:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        if not self.feature_names:
-            default = RGB_KEY if self.data_level == "frame" else MEAN_RGB_KEY
-            object.__setattr__(self, "feature_names", (default,))
-        if self.feature_sizes and len(self.feature_sizes) != len(self.feature_names):
-            sizes = ",".join(map(str, self.feature_sizes))
-            raise UsageError(
-                f"{len(self.feature_sizes)} sizes for {len(self.feature_names)} feature names",
-                f"--feature_sizes {sizes}",
-                f"give one size per name in --feature_names {','.join(self.feature_names)}",
-            )
+        if self.feature_names:
+            self._check_sizes(self.feature_names)
         if not self.eval_data and not 0 < self.eval_fraction < 1:
             raise UsageError(
                 "the hold-out fraction must lie in (0, 1)",
@@ -74,6 +69,27 @@ class TrainPoolConfig:
                 "--resume continues the checkpoint that --overwrite deletes",
                 "--resume --overwrite",
                 "pass one of them",
+            )
+
+    def feature_names_for(self, stream_names: Sequence[str]) -> tuple[str, ...]:
+        """The features to train on: --feature_names, else every stream the data's manifest
+        lists (`stream_names`, rgb first: rgb,audio -> frame rgb,audio, video
+        mean_rgb,mean_audio), else rgb (official records carry no manifest)."""
+        names = self.feature_names
+        if not names:
+            names = tuple(stream_names) or (RGB_KEY,)
+            if self.data_level == "video":
+                names = tuple(MEAN_PREFIX + name for name in names)
+            self._check_sizes(names)
+        return names
+
+    def _check_sizes(self, names: tuple[str, ...]) -> None:
+        if self.feature_sizes and len(self.feature_sizes) != len(names):
+            sizes = ",".join(map(str, self.feature_sizes))
+            raise UsageError(
+                f"{len(self.feature_sizes)} sizes for {len(names)} feature names",
+                f"--feature_sizes {sizes}",
+                f"give one size per name in --feature_names {','.join(names)}",
             )
 
     @property

@@ -32,7 +32,11 @@ def build_parser() -> cli.Parser:
     add("--eval_data", default="", help="TFRecord glob; empty: a hold-out of --train_data")
     add("--eval_fraction", type=cli.fraction_open, default=0.1, help="hold-out share, < 1")
     add("--data_level", default="frame", choices=DATA_LEVELS)
-    add("--feature_names", default="", help="comma-separated; empty: rgb (video: mean_rgb)")
+    add(
+        "--feature_names",
+        default="",
+        help="comma-separated; empty: the manifest's streams, else rgb",
+    )
     add("--feature_sizes", default="", help="comma-separated; empty: from the manifest")
     add("--num_classes", type=cli.int_at_least(0), default=0, help="0: the vocabulary's")
     add("--pooling", default="netvlad", choices=POOLING_CHOICES)

@@ -14,6 +14,7 @@ from features import manifest, storage
 from features.cli import UsageError
 from features.formats import AUDIO_KEY, RGB_KEY
 from features.records import CorruptRecordError
+from features.streams import MEAN_PREFIX
 from framevlad_proto import framevlad_pb2
 from pooling_models import checkpoint, data, inputs, model_dir
 from pooling_models.builder import build_model
@@ -170,9 +171,11 @@ def resolve_features(config: TrainPoolConfig, train_pattern: str, eval_pattern: 
                 f"--eval_data {config.eval_data}",
                 "extract both with the same --vocabulary",
             )
-    sizes = config.feature_sizes or _sizes_from(config.feature_names, features)
+    stream_names = [stream.name for stream in features.streams] if features is not None else []
+    names = config.feature_names_for(stream_names)
+    sizes = config.feature_sizes or _sizes_from(names, features)
     num_classes = config.num_classes or _classes_from(config, features, train_pattern, eval_pattern)
-    return Features(config.feature_names, sizes, num_classes, manifest_path, features)
+    return Features(names, sizes, num_classes, manifest_path, features)
 
 
 def _sizes_from(names: tuple[str, ...], features: framevlad_pb2.Manifest | None) -> tuple[int, ...]:
@@ -182,7 +185,7 @@ def _sizes_from(names: tuple[str, ...], features: framevlad_pb2.Manifest | None)
         known.update({stream.name: stream.dims for stream in features.streams if stream.dims})
     sizes = []
     for name in names:
-        base = name.removeprefix("mean_")
+        base = name.removeprefix(MEAN_PREFIX)
         if base not in known:
             raise UsageError(
                 f"the size of feature {name} is unknown", f"--feature_names {name}",

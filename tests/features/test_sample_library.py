@@ -1,4 +1,5 @@
-"""make_sample_library: UCF101 layout, labels.csv, decodable clips, class content, CLI errors."""
+"""make_sample_library: UCF101 layout, labels.csv, decodable clips with sound, class content
+(pictures and sounds), CLI errors."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ import csv
 import filecmp
 import os
 
+import av
 import numpy as np
 import pytest
 
+from features.audio import SAMPLE_RATE, decode_audio
 from features.frames import DecodeReport, iter_frame_chunks
-from features.sample_library import CLASSES, FRAME_RATES, LABELS_FILE, main, make_sample_library
+from features.sample_library import (
+    CLASSES,
+    DEFAULT_CLASSES,
+    FRAME_RATES,
+    LABELS_FILE,
+    SOUND_CLASSES,
+    main,
+    make_sample_library,
+)
 
 VIDEOS = 8
 SECONDS = 2.0
@@ -34,10 +45,11 @@ def every_frame(path: str) -> np.ndarray:  # [T, H, W, 3]: all frames but the la
 
 def test_layout_and_labels(library):
     rows = read_labels(library)
-    assert [row["labels"] for row in rows] == [CLASSES[k % len(CLASSES)] for k in range(VIDEOS)]
+    classes = DEFAULT_CLASSES
+    assert [row["labels"] for row in rows] == [classes[k % len(classes)] for k in range(VIDEOS)]
     for k, row in enumerate(rows):
         label = row["labels"]
-        assert row["id"] == f"{label}/{label}_{k // len(CLASSES):03d}"
+        assert row["id"] == f"{label}/{label}_{k // len(classes):03d}"
         assert os.path.dirname(row["id"]) == label  # the parent folder is the label
     on_disk = sorted(
         os.path.relpath(os.path.join(folder, name), library)
@@ -87,9 +99,75 @@ def test_same_seed_same_library_other_seed_differs(library, tmp_path):
         assert not filecmp.cmp(original, str(tmp_path / "other" / name), shallow=False)
 
 
+@pytest.fixture(scope="module")
+def sound_library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    output = str(tmp_path_factory.mktemp("sounds"))
+    make_sample_library(output, 4, seconds=SECONDS, classes=SOUND_CLASSES)
+    return output
+
+
+def video_packets(path: str) -> bytes:
+    with av.open(path) as container:
+        return b"".join(bytes(packet) for packet in container.demux(video=0) if packet.size)
+
+
+def spectrum(path: str) -> tuple[np.ndarray, np.ndarray]:  # ([F] Hz, [F] magnitude)
+    decoded = decode_audio(path)
+    assert decoded.had_audio_stream and not decoded.truncated
+    samples = decoded.samples[SAMPLE_RATE // 10 : -SAMPLE_RATE // 10]  # away from the edges
+    magnitudes = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE), magnitudes
+
+
+def test_every_clip_has_a_sound_track_as_long_as_its_picture(library, sound_library):
+    for root in (library, sound_library):
+        for row in read_labels(root):
+            path = os.path.join(root, row["id"] + ".mp4")
+            decoded = decode_audio(path)
+            report = DecodeReport()
+            for _ in iter_frame_chunks(path, report=report):
+                pass
+            assert decoded.had_audio_stream, path
+            assert abs(len(decoded.samples) / SAMPLE_RATE - report.span_s) < 0.2, path
+
+
+def test_sound_classes_differ_only_by_sound(sound_library):
+    """tone vs noise: a clip's picture depends on its number only, its sound on its class."""
+    frequencies, tone = spectrum(os.path.join(sound_library, "tone/tone_000.mp4"))
+    _, noise = spectrum(os.path.join(sound_library, "noise/noise_000.mp4"))
+    peak = frequencies[np.argmax(tone)]
+    assert 430 < peak < 890 and tone.max() > 50 * np.median(tone)  # one clear tone
+    assert noise.max() < 20 * np.median(noise)  # white noise: no peak
+    swapped = os.path.join(os.path.dirname(sound_library), "swapped")
+    make_sample_library(swapped, 2, seconds=SECONDS, classes=SOUND_CLASSES[::-1])
+    # Clip number 0 is a tone in one library and noise in the other: same picture.
+    first = video_packets(os.path.join(sound_library, "tone/tone_000.mp4"))
+    assert first == video_packets(os.path.join(swapped, "noise/noise_000.mp4"))
+    assert first != video_packets(os.path.join(sound_library, "noise/noise_000.mp4"))
+
+
+def test_picture_classes_share_one_quiet_sound(library):
+    levels = []
+    for row in read_labels(library):
+        samples = decode_audio(os.path.join(library, row["id"] + ".mp4")).samples
+        levels.append(float(np.sqrt(np.mean(samples**2))))
+    assert max(levels) < 0.06 and min(levels) > 0.01  # a hum, never silence
+
+
+def test_classes_flag(tmp_path, capsys):
+    assert (
+        main(["--output", str(tmp_path), "--videos", "6", "--seconds", "0.5", "--classes", "all"])
+        == 0
+    )
+    assert sorted({row["labels"] for row in read_labels(str(tmp_path))}) == sorted(CLASSES)
+    assert "tone 1, noise 1" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["--output", "OUT", "--videos", "3", "--classes", "tone,drums"],
+        ["--output", "OUT", "--videos", "3", "--classes", "tone,tone"],
         ["--videos", "3"],
         ["--output", "OUT", "--videos", "0"],
         ["--output", "OUT", "--videos", "two"],

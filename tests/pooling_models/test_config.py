@@ -18,11 +18,24 @@ def parse(*flags: str) -> TrainPoolConfig:
 
 
 def test_defaults_and_feature_names_by_level():
-    assert parse().feature_names == ("rgb",)
-    assert parse("--data_level", "video").feature_names == ("mean_rgb",)
+    assert parse().feature_names == ()  # resolved against the data's manifest
+    assert parse().feature_names_for([]) == ("rgb",)  # no manifest: official records
+    assert parse().feature_names_for(["rgb", "audio"]) == ("rgb", "audio")
+    video = parse("--data_level", "video")
+    assert video.feature_names_for([]) == ("mean_rgb",)
+    assert video.feature_names_for(["rgb", "audio"]) == ("mean_rgb", "mean_audio")
+    assert parse("--feature_names", "rgb").feature_names_for(["rgb", "audio"]) == ("rgb",)
     config = parse("--feature_names", "rgb,audio", "--feature_sizes", "1024,128")
     assert config.feature_names == ("rgb", "audio") and config.feature_sizes == (1024, 128)
     assert config.batch_size == 80 and config.holds_out
+
+
+def test_sizes_must_pair_with_the_manifest_streams():
+    config = parse("--feature_sizes", "1024")
+    assert config.feature_names_for(["rgb"]) == ("rgb",)
+    with pytest.raises(UsageError) as raised:
+        config.feature_names_for(["rgb", "audio"])
+    assert raised.value.where == "--feature_sizes 1024"
 
 
 @pytest.mark.parametrize(
