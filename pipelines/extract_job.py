@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import (
 
 from features import backbones, labels, lease, storage
 from features.cli import UsageError
+from features.formats import RGB_KEY, VGGISH_BACKBONE
 from features.labels import Vocabulary
 from features.streams import FeatureSpec, stream_info
 from framevlad_proto import framevlad_pb2
@@ -26,7 +27,7 @@ from pipelines.config import ExtractConfig, FaultPlan
 from pipelines.extract_graph import RunPlan, build_pipeline, write_input_lists
 from pipelines.inputs import ResolvedInput, find_inputs, no_videos_error
 from pipelines.labeling import choose_vocabulary, label_videos
-from pipelines.pca_fit import prepare_pca
+from pipelines.pca_fit import prepare_pcas
 from pipelines.progress import Progress
 from pipelines.transforms import run_to_end
 
@@ -122,15 +123,14 @@ def plan_run(
             config.output,
         ),
     )
-    streams, pca_paths = [], {}
-    for spec in config.specs:
-        weights = resolve_weights(spec)
-        pca_info, pca_paths[spec.name] = prepare_pca(
-            config, spec, options, found, dry_run, bool(committed)
-        )
-        streams.append(stream_info(spec, weights, pca_info))
+    if committed:
+        check_same_streams(config, committed[-1])
+    weights = {spec.name: resolve_weights(spec) for spec in config.specs}
+    pcas = prepare_pcas(config, options, found, dry_run, bool(committed))
+    streams = [stream_info(spec, weights[spec.name], pcas[spec.name][0]) for spec in config.specs]
+    pca_paths = {name: path for name, (_, path) in pcas.items()}
     if committed and not dry_run:
-        check_compatible(config, committed[-1], streams[0])
+        check_compatible(config, committed[-1], streams)
     counts = {
         "seen": found.seen,
         "skipped": len(found.videos) - len(todo),
@@ -167,32 +167,54 @@ def resolve_weights(spec: FeatureSpec) -> backbones.WeightsSource:
     """Checks and hashes the weights (a gs:// file is staged once); records the URL as given.
 
     A weights file is loaded once here: one that is not an HDF5 file or belongs to another
-    backbone fails now, in one line, rather than inside the job on every worker."""
+    network fails now, in one line, rather than inside the job on every worker."""
     local = storage.stage_file(spec.weights)
-    weights = backbones.resolve_weights(spec.backbone, local, spec.seed)
-    if weights.kind == "path":
-        backbones.build_backbone(spec.backbone, weights=local, seed=spec.seed)
+    if spec.backbone == VGGISH_BACKBONE:
+        from features import vggish
+
+        weights = vggish.resolve_vggish_weights(local, spec.seed)
+        if weights.kind == "path":
+            vggish.build_vggish(local, seed=spec.seed)
+    else:
+        weights = backbones.resolve_weights(spec.backbone, local, spec.seed)
+        if weights.kind == "path":
+            backbones.build_backbone(spec.backbone, weights=local, seed=spec.seed)
     if storage.is_remote(spec.weights):
         weights = dataclasses.replace(weights, path=spec.weights)
     return weights
 
 
+def check_same_streams(config: ExtractConfig, latest: framevlad_pb2.Manifest) -> None:
+    """--skip_existing adds the committed runs' feature lists, no more and no fewer."""
+    committed = tuple(stream.name for stream in latest.streams)
+    if committed != config.stream_names:
+        raise UsageError(
+            f"this run's streams ({','.join(config.stream_names)}) differ from the committed "
+            f"runs' ({','.join(committed)})",
+            f"--skip_existing --output {config.output}",
+            f"pass --streams {','.join(committed)}, or choose a new --output",
+        )
+
+
 def check_compatible(
-    config: ExtractConfig, latest: framevlad_pb2.Manifest, stream: framevlad_pb2.StreamInfo
+    config: ExtractConfig,
+    latest: framevlad_pb2.Manifest,
+    streams: list[framevlad_pb2.StreamInfo],
 ) -> None:
     """--skip_existing adds to an output only in the same feature space and id scheme."""
-    committed = latest.streams[0]
-    # Weights are the same when their content is (a cache path differs between machines).
-    same_weights = all(
-        getattr(committed.weights, field) == getattr(stream.weights, field)
-        for field in ("kind", "sha256", "seed")
-    )
     differs = {
         "id root": latest.id_root != config.id_root,
-        "backbone": committed.backbone != stream.backbone or not same_weights,
-        "PCA": committed.pca.sha256 != stream.pca.sha256,
         "fps": latest.fps != config.rgb.fps,
     }
+    for committed, stream in zip(latest.streams, streams, strict=True):
+        # Weights are the same when their content is (a cache path differs between machines).
+        same_weights = all(
+            getattr(committed.weights, field) == getattr(stream.weights, field)
+            for field in ("kind", "sha256", "seed")
+        )
+        prefix = "" if stream.name == RGB_KEY else f"{stream.name} "
+        differs[f"{prefix}backbone"] = committed.backbone != stream.backbone or not same_weights
+        differs[f"{prefix}PCA"] = committed.pca.sha256 != stream.pca.sha256
     mismatches = [name for name, differ in differs.items() if differ]
     if mismatches:
         raise UsageError(
@@ -227,6 +249,9 @@ def describe_job(config: ExtractConfig, options: PipelineOptions, plan: RunPlan)
         f"{config.frames_per_batch} frames per batch",
         f"pca:                 {plan.streams[0].pca.source}",
     ]
+    for spec, stream in zip(config.specs[1:], plan.streams[1:], strict=True):
+        label = f"{spec.name}:"
+        lines.append(f"{label:<21}{spec.backbone} ({spec.weights}), pca {stream.pca.source}")
     return "dry run: the job is built and validated, not submitted\n  " + "\n  ".join(lines)
 
 

@@ -13,7 +13,7 @@ FORMAT_VERSION = 2  # 2: streams and vocabulary info (format 1 readers use the t
 _VERSIONED_PACKAGES = ("framevlad", "tensorflow", "keras", "apache-beam", "av", "numpy")
 _COUNT_FIELDS = (
     "seen", "ok", "failed", "frames", "truncated", "unlabeled", "skipped",
-    "labels_without_video", "conflicting_label_rows",
+    "labels_without_video", "conflicting_label_rows", "no_audio", "audio_truncated",
 )  # fmt: skip
 _COUNT_MAPS = ("failed_by_reason", "skipped_extension")
 

@@ -64,7 +64,7 @@ def aggregate(runs: list[framevlad_pb2.Manifest]) -> framevlad_pb2.Manifest:
     for field in ("frame_records", "video_records", "ok_ids_files"):
         combined.ClearField(field)
     combined.counts.ClearField("skipped")
-    for field in ("ok", "frames", "truncated", "unlabeled"):
+    for field in ("ok", "frames", "truncated", "unlabeled", "no_audio", "audio_truncated"):
         setattr(combined.counts, field, sum(getattr(run.counts, field) for run in runs))
     combined.counts.seen = combined.counts.ok + combined.counts.failed
     for run in runs:

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from features import labels, records, storage, video_ids
 from features.cli import UsageError
-from features.formats import FAILED_PREFIX
+from features.formats import AUDIO_KEY, FAILED_PREFIX, HAS_AUDIO_KEY
 from features.streams import FeatureSpec
 from pipelines.config import FaultPlan
 from pipelines.decode_embed import beam_key
@@ -72,10 +72,12 @@ def count_outcomes(failures: beam.PCollection, *counts: beam.PCollection) -> bea
 
 class EncodeRecords(beam.DoFn):
     """EmbeddedVideo -> (beam_key, frame-level record), and tagged: (beam_key, video-level
-    record), its id as a done-ids line (OK_ID) and counts."""
+    record), its id as a done-ids line (OK_ID) and counts. With an audio stream both records'
+    context carries has_audio (0/1); without one they are YouTube-8M's rgb-only records."""
 
     def __init__(self, specs: Sequence[FeatureSpec], faults: FaultPlan | None = None) -> None:
         self._keys = [(spec.name, spec.record_key, spec.mean_key) for spec in specs]
+        self._audio = any(spec.name == AUDIO_KEY for spec in specs)
         self._fail_after = (faults or FaultPlan()).fail_after_videos
 
     def setup(self) -> None:
@@ -89,15 +91,21 @@ class EncodeRecords(beam.DoFn):
         frame_lists = {key: embedded.features[name] for name, key, _ in self._keys}
         means = {mean_key: embedded.means[name] for name, _, mean_key in self._keys}
         key = beam_key(video_id)
-        yield key, records.encode_frame_example(video_id, labels, frame_lists)
-        video_record = records.encode_video_example(video_id, labels, means)
+        summary = embedded.summary
+        context = {HAS_AUDIO_KEY: int(summary.has_audio)} if self._audio else None
+        yield key, records.encode_frame_example(video_id, labels, frame_lists, context=context)
+        video_record = records.encode_video_example(video_id, labels, means, context=context)
         yield beam.pvalue.TaggedOutput(VIDEO_LEVEL, (key, video_record))
         yield beam.pvalue.TaggedOutput(OK_ID, video_ids.encode_id_line(video_id))
         frames = len(next(iter(frame_lists.values())))
         yield beam.pvalue.TaggedOutput(COUNTS, ("ok", 1))
         yield beam.pvalue.TaggedOutput(COUNTS, ("frames", frames))
-        if embedded.summary.truncated:
+        if summary.truncated:
             yield beam.pvalue.TaggedOutput(COUNTS, ("truncated", 1))
+        if self._audio and not summary.has_audio:
+            yield beam.pvalue.TaggedOutput(COUNTS, ("no_audio", 1))
+        if self._audio and summary.audio_truncated:
+            yield beam.pvalue.TaggedOutput(COUNTS, ("audio_truncated", 1))
         if not embedded.video.labeled:
             yield beam.pvalue.TaggedOutput(COUNTS, ("unlabeled", 1))
 
