@@ -210,7 +210,9 @@ def prepare_pcas(
         prepared[spec.name] = (info, output_pca)
     if dry_run:
         return prepared
-    fitted = {}
+    for spec in config.specs:  # given PCAs first: a bad one fails before any fit runs
+        if spec not in to_fit:
+            finish_pca(spec, *prepared[spec.name], committed, None)
     if to_fit:
         sample_frames = max(spec.pca_sample_frames for spec in to_fit)
         sample = sample_videos(found.videos, sample_frames, config.max_frames)
@@ -218,13 +220,11 @@ def prepare_pcas(
         fitted = run_pca_fit(
             sample, config.rgb, to_fit, config.frames_per_batch, config.max_frames, options, paths
         )
-    for spec in config.specs:
-        info, output_pca = prepared[spec.name]
-        pca = None
-        if spec.name in fitted:
+        for spec in to_fit:
+            info, output_pca = prepared[spec.name]
             pca, info.sample_frames = fitted[spec.name]
             info.source = "fit"
-        finish_pca(spec, info, output_pca, committed, pca)
+            finish_pca(spec, info, output_pca, committed, pca)
     return prepared
 
 

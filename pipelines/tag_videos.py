@@ -144,7 +144,7 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
     config.validate()
     storage.check_bucket(config.output, "--output")
     model = tagging_plan.load_model(config.model)
-    tagging_inputs = tagging_plan.find_inputs(config.input, config.input_kind)
+    tagging_inputs = tagging_plan.find_inputs(config.input, config.input_kind, model.feature_names)
     if tagging_inputs.kind == "videos" and model.no_videos_reason:
         fix = "tag its frame-level records instead, or retrain on features with a manifest"
         raise UsageError(
@@ -177,14 +177,13 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
 
 
 def _settings(config: TagConfig, model, fps: float, staging: str):  # -> TagSettings
-    from features.formats import RGB_KEY
     from pipelines import tagging_steps
 
     return tagging_steps.TagSettings(
         model_url=config.model,
         staging=staging,
-        feature_name=RGB_KEY,
-        feature_size=model.feature_size,
+        feature_names=model.feature_names,
+        feature_sizes=model.feature_sizes,
         fps=fps,
         max_frames=model.max_frames,
         top_k=config.top_k,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from features import manifest, storage, streams
 from features.cli import UsageError, warn
-from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY, VOCABULARY_FILE
+from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY, VGGISH_BACKBONE, VOCABULARY_FILE
 from features.labels import LabelError, Vocabulary
 from pipelines import inputs, tagging_records
 from pipelines.elements import Failure, VideoInput
@@ -22,9 +22,12 @@ class TaggingModel:
 
     url: str  # --model as given, made absolute: what tagging.json records
     max_frames: int  # clip length the model was trained on
-    feature_size: int
+    feature_names: tuple[str, ...]  # the model's frame-level inputs, in order: rgb[, audio]
+    feature_sizes: tuple[int, ...]
     label_names: tuple[str, ...]  # empty: labels are bare indices
-    specs: tuple[streams.FeatureSpec, ...]  # empty: no manifest, so records only
+    # The streams the model takes, rebuilt from its manifest (no more: a model trained on rgb
+    # tags with rgb only); empty: no manifest, so records only.
+    specs: tuple[streams.FeatureSpec, ...]
     fps: float  # of the features the model was trained on; 0 when unknown (no manifest)
     no_videos_reason: str  # why raw videos cannot be tagged; "" when they can
 
@@ -48,22 +51,20 @@ def load_model(url: str) -> TaggingModel:
     if train_config.model.data_level != "frame":
         fix = "tag with a frame-level model (train_pool on frame/*.tfrecord)"
         raise UsageError("a video-level model cannot tag frames", where, fix)
-    feature_size = train_config.model.feature_sizes[0]
+    names = tuple(train_config.model.feature_names)
+    sizes = tuple(train_config.model.feature_sizes)
     specs: tuple[streams.FeatureSpec, ...] = ()
     fps, reason = 0.0, train_config.note or f"it has no {MANIFEST_FILE}"
     manifest_path = storage.join(url, MANIFEST_FILE)
     if train_config.raw_video_tagging and storage.exists(manifest_path):
         features = manifest.read_manifest(manifest_path)
-        specs, fps, reason = streams.specs_from_manifest(features, url), features.fps, ""
-        rgb = {spec.name: spec for spec in specs}.get(RGB_KEY)
-        if rgb is None or rgb.dims != feature_size:
-            dims = rgb.dims if rgb else "no rgb"
-            what = f"its manifest's features are {dims}-d, the model takes {feature_size}"
-            raise UsageError(what, where, "retrain the model on these features")
+        specs = model_streams(streams.specs_from_manifest(features, url), names, sizes, where)
+        fps, reason = features.fps, ""
     return TaggingModel(
         url=url,
         max_frames=train_config.max_frames,
-        feature_size=feature_size,
+        feature_names=names,
+        feature_sizes=sizes,
         label_names=_label_names(url),
         specs=specs,
         fps=fps,
@@ -71,15 +72,34 @@ def load_model(url: str) -> TaggingModel:
     )
 
 
+def model_streams(
+    recorded: tuple[streams.FeatureSpec, ...],
+    names: tuple[str, ...],
+    sizes: tuple[int, ...],
+    where: str,
+) -> tuple[streams.FeatureSpec, ...]:
+    """The manifest's streams the model takes, in the manifest's order, each checked against
+    the model's input width; rgb always, since the other streams ride on its decode."""
+    by_name = {spec.name: spec for spec in recorded}
+    for name, size in zip(names, sizes, strict=True):
+        spec = by_name.get(name)
+        if spec is None or spec.dims != size:
+            dims = f"{spec.dims}-d" if spec else "missing"
+            what = f"its manifest's {name} features are {dims}, the model takes {size}"
+            raise UsageError(what, where, "retrain the model on these features")
+    return tuple(spec for spec in recorded if spec.name in names or spec.name == RGB_KEY)
+
+
 def check_video_model(model: TaggingModel) -> None:
-    """Raw videos need the backbone weights and PCA file the model's manifest names: checked
-    here, so that a missing one is one line before any decoding, not a worker's traceback."""
+    """Raw videos need every stream's weights and PCA file the model's manifest names:
+    checked here, so that a missing one is one line before any decoding, not a worker's
+    traceback."""
     from features import backbones
 
     where = f"--model {model.url}"
     for spec in model.specs:
         try:
-            backbones.resolve_weights(spec.backbone, storage.stage_file(spec.weights), spec.seed)
+            resolve_stream_weights(spec)
         except (backbones.BackboneError, FileNotFoundError) as error:
             what = f"the {spec.name} stream's {spec.backbone} weights cannot be loaded: {error}"
             fix = "restore the weights file its manifest names (or the Keras cache for imagenet)"
@@ -87,6 +107,18 @@ def check_video_model(model: TaggingModel) -> None:
         if not storage.exists(spec.pca):
             fix = "copy the features' PCA file into the model directory, or retrain"
             raise UsageError(f"{spec.pca} is missing", where, fix)
+
+
+def resolve_stream_weights(spec: streams.FeatureSpec) -> None:
+    from features import backbones
+
+    local = storage.stage_file(spec.weights)
+    if spec.backbone == VGGISH_BACKBONE:
+        from features import vggish
+
+        vggish.resolve_vggish_weights(local, spec.seed)
+    else:
+        backbones.resolve_weights(spec.backbone, local, spec.seed)
 
 
 def features_fps(model: TaggingModel, tagging: TaggingInputs, input_arg: str) -> float:
@@ -117,15 +149,17 @@ def _label_names(url: str) -> tuple[str, ...]:
         raise UsageError(f"unreadable {VOCABULARY_FILE}: {error}", f"--model {url}", fix) from None
 
 
-def find_inputs(input_arg: str, kind: str) -> TaggingInputs:
+def find_inputs(
+    input_arg: str, kind: str, feature_names: tuple[str, ...] = (RGB_KEY,)
+) -> TaggingInputs:
     """Matches --input and decides what it holds: `kind` auto reads the first files' first
-    bytes (TFRecord framing), whatever their names."""
+    bytes (TFRecord framing), whatever their names. Records must hold `feature_names`."""
     resolved = inputs.resolve_input(input_arg)
     files = _matched_files(resolved)
     if kind == "auto":
         kind = _sniff_kind(files, input_arg)
     if kind == "records":
-        return _record_inputs(files, input_arg)
+        return _record_inputs(files, input_arg, feature_names)
     found = inputs.find_inputs(resolved)
     if not found.videos and not found.failures:
         raise inputs.no_videos_error(resolved, found)
@@ -160,7 +194,9 @@ def _sniff_kind(files: list[str], input_arg: str) -> str:
     return next(iter(kinds.values()))
 
 
-def _record_inputs(files: list[str], input_arg: str) -> TaggingInputs:
+def _record_inputs(
+    files: list[str], input_arg: str, feature_names: tuple[str, ...]
+) -> TaggingInputs:
     """Frame-level record files, checked up front: each one's framing (local files, by
     seeking: cheap) and the first record's content."""
     where = f"--input {input_arg}"
@@ -177,5 +213,6 @@ def _record_inputs(files: list[str], input_arg: str) -> TaggingInputs:
         total = sum(tagging_records.count_records(path) for path in files)
     first = next((path for path, kind in kinds.items() if kind == "records"), None)
     if first is not None:
-        tagging_records.check_frame_level(first, RGB_KEY, input_arg)
+        for name in feature_names:
+            tagging_records.check_frame_level(first, name, input_arg)
     return TaggingInputs("records", record_files=tuple(files), records_total=total)

@@ -33,7 +33,7 @@ PREDICTION_TOP_K = 20  # Kaggle's VideoId,LabelConfidencePairs carries up to 20 
 class TaggableVideo:
     video_id: str
     path: str  # "" for record input
-    quantized: np.ndarray  # [T, D] uint8
+    quantized: dict[str, np.ndarray]  # the model's feature names -> [T, D_name] uint8
     thumbnail: np.ndarray | None = None  # [H, W, 3] uint8
     display_size: tuple[int, int] = (0, 0)
 
@@ -44,8 +44,8 @@ class TagSettings:
 
     model_url: str
     staging: str  # the run's staging folder: thumbnails go under its report/
-    feature_name: str
-    feature_size: int
+    feature_names: tuple[str, ...]  # the model's frame-level inputs: rgb[, audio]
+    feature_sizes: tuple[int, ...]
     fps: float
     max_frames: int  # clip length the model was trained on
     top_k: int
@@ -59,8 +59,8 @@ class ReadFrameRecords(beam.DoFn):
     """A TFRecord file -> its videos; a record that does not decode fails alone, a damaged
     file fails the job with one line naming it and the offset (nothing is committed)."""
 
-    def __init__(self, feature_name: str, progress_token: str) -> None:
-        self._feature_name = feature_name
+    def __init__(self, feature_names: tuple[str, ...], progress_token: str) -> None:
+        self._feature_names = tuple(feature_names)
         self._progress_token = progress_token
         self._frames = beam.metrics.Metrics.counter(NAMESPACE, "frames")
 
@@ -69,26 +69,38 @@ class ReadFrameRecords(beam.DoFn):
             for offset, data in tagging_records.iter_records(source, path):
                 yield beam.pvalue.TaggedOutput(COUNTS, ("seen", 1))
                 try:
-                    record = records.decode_frame_example(data, (self._feature_name,))
+                    record = records.decode_frame_example(data, self._feature_names)
                 except ValueError as error:
                     detail = f"record at byte {offset}: {error}"
                     yield beam.pvalue.TaggedOutput(FAILED, Failure(path, "", "bad_record", detail))
                     continue
-                frames = record.features[self._feature_name]
-                self._frames.inc(len(frames))
-                progress.report(self._progress_token, len(frames))
-                yield TaggableVideo(record.video_id, "", frames)
+                frames = len(record.features[self._feature_names[0]])
+                self._frames.inc(frames)
+                progress.report(self._progress_token, frames)
+                yield TaggableVideo(record.video_id, "", record.features)
 
 
-def embedded_video(embedded: EmbeddedVideo, feature_name: str) -> TaggableVideo:
+def embedded_video(embedded: EmbeddedVideo, feature_names: tuple[str, ...]) -> TaggableVideo:
     summary = embedded.summary
     return TaggableVideo(
         embedded.video.video_id,
         embedded.video.path,
-        embedded.features[feature_name],
+        {name: embedded.features[name] for name in feature_names},
         summary.thumbnail,
         summary.display_size,
     )
+
+
+def size_mismatch(video: TaggableVideo, settings: TagSettings) -> str:
+    """Why the video's features do not fit the model ("" when they do)."""
+    lengths = {len(frames) for frames in video.quantized.values()}
+    if len(lengths) > 1:
+        return f"feature lists differ in length {sorted(lengths)}"
+    for name, size in zip(settings.feature_names, settings.feature_sizes, strict=True):
+        frames = video.quantized[name]
+        if frames.ndim != 2 or frames.shape[1] != size:
+            return f"{name} features of shape {frames.shape}, the model takes {size}"
+    return ""
 
 
 class TagVideo(beam.DoFn):
@@ -108,9 +120,8 @@ class TagVideo(beam.DoFn):
 
     def process(self, video: TaggableVideo) -> Iterator:
         settings = self._settings
-        if video.quantized.ndim != 2 or video.quantized.shape[1] != settings.feature_size:
-            detail = f"features of shape {video.quantized.shape}, the model takes "
-            detail += str(settings.feature_size)
+        detail = size_mismatch(video, settings)
+        if detail:
             failure = Failure(video.path, video.video_id, "feature_size_mismatch", detail)
             yield beam.pvalue.TaggedOutput(FAILED, failure)
             return
@@ -118,7 +129,7 @@ class TagVideo(beam.DoFn):
         try:
             scores = tagging.score_video(
                 self._scorer,
-                dequantize(video.quantized),
+                {name: dequantize(frames) for name, frames in video.quantized.items()},
                 settings.max_frames,
                 frames_per_segment,
                 settings.smooth,
@@ -166,7 +177,7 @@ class TagVideo(beam.DoFn):
         self, video: TaggableVideo, segments: np.ndarray, frames_per_segment: int
     ) -> Iterator:
         settings = self._settings
-        duration_s = len(video.quantized) / settings.fps
+        duration_s = len(video.quantized[settings.feature_names[0]]) / settings.fps
         for index, scores in enumerate(segments):
             start_s = index * frames_per_segment / settings.fps
             end_s = min((index + 1) * frames_per_segment / settings.fps, duration_s)
@@ -231,7 +242,7 @@ def build_graph(
             | "RecordFiles" >> beam.Create(tagging_inputs.record_files)
             | "Spread" >> beam.Reshuffle()
             | "ReadRecords"
-            >> beam.ParDo(ReadFrameRecords(settings.feature_name, progress_token)).with_outputs(
+            >> beam.ParDo(ReadFrameRecords(settings.feature_names, progress_token)).with_outputs(
                 FAILED, COUNTS, main="videos"
             )
         )
@@ -240,8 +251,8 @@ def build_graph(
         seen = len(tagging_inputs.videos) + len(tagging_inputs.failures)
         matched = pipeline | "Videos" >> beam.Create(tagging_inputs.videos)
         embedded, embed_failures = matched | "DecodeAndEmbed" >> embed
-        name = settings.feature_name
-        videos = embedded | "ToTaggable" >> beam.Map(embedded_video, name)
+        names = settings.feature_names
+        videos = embedded | "ToTaggable" >> beam.Map(embedded_video, names)
         input_failures = pipeline | "InputFailures" >> beam.Create(tagging_inputs.failures)
         failure_parts = [input_failures, embed_failures]
         count_parts = [pipeline | "Seen" >> beam.Create([("seen", seen)])]
