@@ -71,7 +71,8 @@ class AudioAccumulator:
         self._resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
         self._input_kind: tuple[str, str, int] | None = None  # format, layout, rate
         self._chunks: list[np.ndarray] = []
-        self._length = 0  # samples held, gaps included
+        self._length = 0  # samples so far, gaps included, released ones too
+        self._released = 0  # samples dropped from the front by release_before
         self._first_pts: int | None = None  # of the first resampled frame, in 1/SAMPLE_RATE
         self.start_s = 0.0  # stream time of the first sample
 
@@ -88,15 +89,54 @@ class AudioAccumulator:
 
     def samples(self) -> np.ndarray:  # [N] float32
         """All samples so far, after flushing the resampler; call once decoding is over."""
-        self._flush()
-        if not self._chunks:
+        if self._released:
+            raise ValueError("samples(): the first samples were released; use window()")
+        self.finish()
+        return self.window(0, self._length_cap())
+
+    @property
+    def end(self) -> int:
+        """Index (from the first sample) one past the last sample so far, released ones counted."""
+        return self._length_cap()
+
+    @property
+    def buffered(self) -> int:
+        """Samples held in memory: from the first one not released to the end."""
+        return self._length_cap() - self._released
+
+    def window(self, start: int, stop: int) -> np.ndarray:  # [n] float32
+        """Samples [start, stop) as far as they exist (indices from the first sample).
+
+        start must not lie before what release_before dropped.
+        """
+        if start < self._released:
+            raise ValueError(f"window({start}, ...): samples before {self._released} released")
+        stop = min(stop, self._length_cap())
+        if stop <= start:
             return np.zeros(0, np.float32)
-        samples = np.concatenate(self._chunks)[: self._length_cap()]
-        self._chunks = [samples]
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        held = self._chunks[0][start - self._released : stop - self._released]
         # Resampling filters overshoot a little on full-scale input.
-        return np.clip(samples, -1.0, 1.0)
+        return np.clip(held, -1.0, 1.0)
+
+    def release_before(self, index: int) -> None:
+        """Forget samples before `index`: what a streaming caller will never ask for again."""
+        drop = min(index, self._length) - self._released
+        if drop <= 0:
+            return
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        self._chunks = [self._chunks[0][drop:]]
+        self._released += drop
+
+    def finish(self) -> None:
+        """Flush the resampler's last samples: the stream is over."""
+        self._flush()
 
     def _flush(self) -> None:
+        if self._input_kind is None:
+            return  # nothing was ever resampled
         for resampled in self._resampler.resample(None):
             self._keep(resampled)
 
@@ -203,19 +243,36 @@ def examples_at(
     log-mel (before its start, after its end: audio shorter than the video, or none) is
     digital silence, SILENCE_LOG_MEL, so no row is ever dropped.
     """
-    values = np.asarray(log_mel, dtype=np.float32)
-    if values.ndim != 2 or values.shape[1] != MEL_BANDS:
-        raise ValueError(f"log_mel has shape {values.shape}, expected [frames, {MEL_BANDS}]")
-    length = round(example_seconds / HOP_SECONDS)
     times = np.asarray(times_s, dtype=np.float64).reshape(-1)
     if not np.isfinite(times).all():
         raise ValueError("times_s holds NaN or infinite values")
-    starts = np.rint(times / HOP_SECONDS).astype(np.int64)  # [T]
+    length = round(example_seconds / HOP_SECONDS)
+    return examples_from_frames(log_mel, example_start_frames(times), length)
+
+
+def example_start_frames(times_s: np.ndarray) -> np.ndarray:  # [T] int64
+    """The log-mel frame each example starts on: times rounded to the 10 ms hop."""
+    return np.rint(np.asarray(times_s, dtype=np.float64) / HOP_SECONDS).astype(np.int64)
+
+
+def examples_from_frames(
+    log_mel: np.ndarray, start_frames: np.ndarray, length: int = EXAMPLE_FRAMES
+) -> np.ndarray:
+    """[frames, 64] log-mel, [T] first frames -> [T, length, 64] float32; outside: silence."""
+    values = np.asarray(log_mel, dtype=np.float32)
+    if values.ndim != 2 or values.shape[1] != MEL_BANDS:
+        raise ValueError(f"log_mel has shape {values.shape}, expected [frames, {MEL_BANDS}]")
+    starts = np.asarray(start_frames, dtype=np.int64).reshape(-1)
     rows = starts[:, None] + np.arange(length)  # [T, length]
     inside = (rows >= 0) & (rows < len(values))
-    examples = np.full((len(times), length, MEL_BANDS), SILENCE_LOG_MEL, np.float32)
+    examples = np.full((len(starts), length, MEL_BANDS), SILENCE_LOG_MEL, np.float32)
     examples[inside] = values[rows[inside]]
     return examples  # [T, length, 64] float32
+
+
+def silence_examples(count: int) -> np.ndarray:  # [count, 96, 64] float32
+    """Examples of digital silence: what a video without an audio track gets per rgb row."""
+    return np.full((count, EXAMPLE_FRAMES, MEL_BANDS), SILENCE_LOG_MEL, np.float32)
 
 
 def _periodic_hann(length: int) -> np.ndarray:

@@ -9,6 +9,11 @@ current frame while streaming is exact and needs no duration header.
 
 The decoder runs straight through (frame threading, no seeks) and only chosen frames are
 converted to RGB. Display-matrix rotation is applied, so frames come out upright.
+
+With audio=True (iter_media_chunks) the first audio stream is decoded from the same demuxer
+pass, so the file is read once, and each sample also gets one 0.96 s log-mel example cut at
+its time (features.audio_stream): exactly as many audio rows as rgb rows, silence where the
+audio is shorter or absent.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from features.audio_stream import AudioTrack
 from features.formats import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 
 EMPTY_FILE = "empty_file"
@@ -63,6 +69,14 @@ class FrameChunk:
 
 
 @dataclass
+class AudioChunk:
+    """Audio examples of consecutive samples, at the same indices as the FrameChunks."""
+
+    start_index: int  # index i of the first sample
+    examples: np.ndarray  # [n, 96, 64] float32 log-mel, one per rgb sample
+
+
+@dataclass
 class DecodeReport:
     """What decoding found, filled in while the chunks flow; final once the iterator ends."""
 
@@ -74,6 +88,11 @@ class DecodeReport:
     width: int = 0  # upright size of the first decoded frame, before any resize
     height: int = 0
     rotation: int = 0  # degrees counter-clockwise applied to the stored picture (PyAV's sign)
+    # Only filled in when audio is decoded (iter_media_chunks(audio=True)):
+    has_audio: bool = False  # the file has an audio stream (a silent one counts)
+    audio_truncated: bool = False  # the audio broke off or ended before its header says
+    audio_error: str = ""  # why the audio stopped early
+    audio_peak_buffered: int = 0  # most 16 kHz samples held at once
 
 
 def iter_frame_chunks(
@@ -93,6 +112,33 @@ def iter_frame_chunks(
     A file that breaks after some frames ends the iterator early with report.truncated set;
     one that yields no frame raises VideoDecodeError on the first next().
     """
+    return iter_media_chunks(
+        source,
+        fps=fps,
+        max_frames=max_frames,
+        frame_size=frame_size,
+        chunk_frames=chunk_frames,
+        report=report,
+        audio=False,
+    )
+
+
+def iter_media_chunks(
+    source: str | BinaryIO,
+    *,
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    frame_size: tuple[int, int] | None = None,
+    chunk_frames: int = 32,
+    report: DecodeReport | None = None,
+    audio: bool = True,
+) -> Iterator[FrameChunk | AudioChunk]:
+    """As iter_frame_chunks, and with audio=True also AudioChunks from the same pass.
+
+    The FrameChunks are exactly iter_frame_chunks'. AudioChunk k covers the same sample
+    indices as FrameChunk k but may come a little later (its audio must arrive first);
+    report.has_audio and report.audio_truncated are final once the iterator ends.
+    """
     if not fps > 0:
         raise ValueError(f"fps={fps}: must be positive")
     if max_frames < 0:
@@ -103,7 +149,7 @@ def iter_frame_chunks(
         raise ValueError(f"frame_size={frame_size}: height and width must be >= 1")
     rate = Fraction(fps).limit_denominator(1_000_000)
     cap = max_frames or math.inf
-    return _iter_chunks(source, rate, cap, frame_size, chunk_frames, report)
+    return _iter_chunks(source, rate, cap, frame_size, chunk_frames, report, audio)
 
 
 def _iter_chunks(
@@ -113,13 +159,28 @@ def _iter_chunks(
     frame_size: tuple[int, int] | None,
     chunk_frames: int,
     report: DecodeReport | None,
-) -> Iterator[FrameChunk]:
+    audio: bool,
+) -> Iterator[FrameChunk | AudioChunk]:
     report = report if report is not None else DecodeReport()
     name = source if isinstance(source, str) else getattr(source, "name", "<file object>")
-    with (
-        _open(source, name, report) as container,
-        closing(_timed_frames(container, name, report)) as timed_frames,
-    ):
+    with _open(source, name, report) as container:
+        track = None
+        if audio:
+            track = AudioTrack(container.streams.audio[0] if container.streams.audio else None)
+        yield from _chunks(container, name, rate, cap, frame_size, chunk_frames, report, track)
+
+
+def _chunks(
+    container: av.container.InputContainer,
+    name: str,
+    rate: Fraction,
+    cap: float,
+    frame_size: tuple[int, int] | None,
+    chunk_frames: int,
+    report: DecodeReport,
+    track: AudioTrack | None,
+) -> Iterator[FrameChunk | AudioChunk]:
+    with closing(_timed_frames(container, name, report, track)) as timed_frames:
         converter: _Converter | None = None
         batch = _Batch(0)
         previous: tuple[av.VideoFrame, Fraction] | None = None
@@ -132,18 +193,66 @@ def _iter_chunks(
                     chosen, chosen_t = previous if use_previous else (frame, t)
                     batch.add(converter.rgb(chosen), target, chosen_t)
                     report.frames += 1
+                    if track is not None:
+                        track.add_sample(float(target))
                     if len(batch) == chunk_frames:
                         yield batch.chunk()
                         batch = _Batch(report.frames)
                 if report.frames >= cap:
                     break
             previous = (frame, t)
+            yield from _audio_chunks(track, chunk_frames)
         if report.frames == 0 and previous is not None:
             # A single instant (span 0) still gives its one sample.
             batch.add(converter.rgb(previous[0]), Fraction(0), previous[1])
             report.frames = 1
+            if track is not None:
+                track.add_sample(0.0)
         if len(batch):
             yield batch.chunk()
+    if track is not None:
+        _finish_audio(container, track, report, capped=report.frames >= cap)
+        yield from _audio_chunks(track, chunk_frames)
+        yield from _audio_chunks(track, None)
+
+
+def _audio_chunks(track: AudioTrack | None, count: int | None) -> Iterator[AudioChunk]:
+    """The audio examples cut so far, `count` at a time (None: all that are left)."""
+    while track is not None and (taken := track.take(count)) is not None:
+        yield AudioChunk(*taken)
+
+
+def _finish_audio(
+    container: av.container.InputContainer, track: AudioTrack, report: DecodeReport, capped: bool
+) -> None:
+    """After the video: demux on (audio only) while the last samples wait for their audio,
+    when the frame cap stopped the video early; then drain the audio and fill in the report."""
+    if capped and track.waiting and not report.truncated:
+        try:
+            for packet in container.demux(container.streams.video[0], track.stream):
+                _route(packet, track)
+                if not track.waiting:
+                    break
+        except av.error.FFmpegError as error:
+            track.stop(f"broken data ({error})")
+    cut_file_end = None
+    if report.truncated and container.duration:
+        cut_file_end = float(((container.start_time or 0) + container.duration) * _AV_TIME_BASE)
+    track.finish(read_to_end=not capped, cut_file_end_s=cut_file_end)
+    report.has_audio = track.has_audio
+    report.audio_truncated = track.truncated
+    report.audio_error = track.error
+    report.audio_peak_buffered = track.peak_buffered
+
+
+def _route(packet: av.Packet, track: AudioTrack) -> bool:
+    """Hand an audio packet to the track (True), or note a video packet's time (False)."""
+    if packet.stream.type == "audio":
+        track.add_packet(packet)
+        return True
+    if packet.dts is not None and packet.time_base is not None:
+        track.video_packet_at(float(packet.dts * packet.time_base))
+    return False
 
 
 def _open(source: str | BinaryIO, name: str, report: DecodeReport) -> av.container.InputContainer:
@@ -171,7 +280,10 @@ def _is_empty(source: str | BinaryIO) -> bool:
 
 
 def _timed_frames(
-    container: av.container.InputContainer, name: str, report: DecodeReport
+    container: av.container.InputContainer,
+    name: str,
+    report: DecodeReport,
+    track: AudioTrack | None = None,
 ) -> Iterator[tuple[av.VideoFrame, Fraction]]:
     """Yield (frame, seconds since the first frame), in order; set report.truncated on a break."""
     if not container.streams.video:
@@ -181,7 +293,7 @@ def _timed_frames(
     frame_period = 1 / (stream.guessed_rate or stream.average_rate or _FALLBACK_RATE)
     first: Fraction | None = None
     last = Fraction(0)
-    for frame in _decode(container, stream, report):
+    for frame in _decode(container, stream, report, track):
         report.decoded_frames += 1
         if frame.pts is not None and frame.time_base is not None:
             t = frame.pts * frame.time_base
@@ -189,6 +301,8 @@ def _timed_frames(
             t = Fraction(0) if first is None else first + last + frame_period
         if first is None:
             first = t
+            if track is not None:
+                track.set_video_start(float(t))
             report.rotation = frame.rotation
             turned = _quarter_turns(frame.rotation) % 2
             report.height, report.width = (
@@ -216,15 +330,24 @@ def _timed_frames(
 
 
 def _decode(
-    container: av.container.InputContainer, stream: av.VideoStream, report: DecodeReport
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    report: DecodeReport,
+    track: AudioTrack | None,
 ) -> Iterator[av.VideoFrame]:
-    """Decode packets in order; on a broken packet drain what the decoder holds, then stop."""
+    """Decode packets in order; on a broken packet drain what the decoder holds, then stop.
+
+    With a track, the first audio stream is demuxed in the same pass and handed to it."""
+    audio = () if track is None or track.stream is None else (track.stream,)
     try:
-        for packet in container.demux(stream):
-            yield from packet.decode()
+        for packet in container.demux(stream, *audio):
+            if track is None or not _route(packet, track):
+                yield from packet.decode()
     except av.error.FFmpegError as error:
         report.error = str(error)  # _timed_frames words it once it knows what came out
         report.truncated = True
+        if track is not None:
+            track.stop(f"broken data ({error})")
         # Frame threads may still hold good frames decoded before the break; if draining fails
         # too, what came out is all there is.
         with suppress(av.error.FFmpegError):
