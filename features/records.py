@@ -3,6 +3,7 @@
 Frame level: context `id` (one bytes value) and `labels` (int64 list); one feature list per
 feature name (`rgb`, `audio`) holding, per frame, ONE bytes value of D quantized uint8s.
 Video level: `id`, `labels` and a float list [D] per feature name (`mean_rgb`, ...).
+Both may carry more int64 scalars in their context (`has_audio`: 0/1 with an audio stream).
 Records with zero frames are rejected when encoding, as YouTube-8M's extractor skips such
 videos; an empty feature list met when decoding someone else's file gives [0, 0] uint8.
 """
@@ -10,7 +11,7 @@ videos; an empty feature list met when decoding someone else's file gives [0, 0]
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +30,7 @@ class FrameRecord:
     video_id: str
     labels: list[int]
     features: dict[str, np.ndarray]  # name -> [T, D] uint8
+    context: dict[str, int] = field(default_factory=dict)  # other int64 scalars: has_audio
 
 
 @dataclass(eq=False)
@@ -38,10 +40,14 @@ class VideoRecord:
     video_id: str
     labels: list[int]
     features: dict[str, np.ndarray]  # name -> [D] float32
+    context: dict[str, int] = field(default_factory=dict)  # other int64 scalars: has_audio
 
 
 def encode_frame_example(
-    video_id: str, labels: Sequence[int], features: Mapping[str, np.ndarray]
+    video_id: str,
+    labels: Sequence[int],
+    features: Mapping[str, np.ndarray],
+    context: Mapping[str, int] | None = None,
 ) -> bytes:
     """Serializes a frame-level SequenceExample.
 
@@ -49,6 +55,7 @@ def encode_frame_example(
       video_id: stored UTF-8 encoded under context `id`.
       labels: class indices, stored under context `labels`.
       features: name -> [T, D] uint8 quantized frames; every name has the same T >= 1.
+      context: more int64 scalars for the context (`has_audio`); None adds none.
     """
     if not features:
         raise ValueError(f"video {video_id!r}: no feature lists to encode")
@@ -57,6 +64,7 @@ def encode_frame_example(
         raise ValueError(f"video {video_id!r}: feature lists differ in frame count {num_frames}")
     example = tf.train.SequenceExample()
     _set_id_and_labels(example.context, video_id, labels)
+    _set_scalars(example.context, video_id, context)
     for name, frames in features.items():
         feature_list = example.feature_lists.feature_list[name].feature
         for frame in np.asarray(frames):
@@ -72,6 +80,7 @@ def decode_frame_example(
     video_id, labels = _id_and_labels(example.context)
     feature_lists = example.feature_lists.feature_list
     features = {}
+    context = _scalars(example.context)
     for name in feature_names:
         if name not in feature_lists:
             present = ", ".join(sorted(feature_lists)) or "none"
@@ -80,11 +89,14 @@ def decode_frame_example(
                 f"(feature lists: {present})"
             )
         features[name] = _frames_from_bytes(video_id, name, feature_lists[name].feature)
-    return FrameRecord(video_id=video_id, labels=labels, features=features)
+    return FrameRecord(video_id=video_id, labels=labels, features=features, context=context)
 
 
 def encode_video_example(
-    video_id: str, labels: Sequence[int], means: Mapping[str, np.ndarray]
+    video_id: str,
+    labels: Sequence[int],
+    means: Mapping[str, np.ndarray],
+    context: Mapping[str, int] | None = None,
 ) -> bytes:
     """Serializes a video-level Example.
 
@@ -92,9 +104,11 @@ def encode_video_example(
       video_id: stored UTF-8 encoded under `id`.
       labels: class indices, stored under `labels`.
       means: name (e.g. `mean_rgb`) -> [D] float vector, stored as a float list.
+      context: more int64 scalars (`has_audio`); None adds none.
     """
     example = tf.train.Example()
     _set_id_and_labels(example.features, video_id, labels)
+    _set_scalars(example.features, video_id, context)
     for name, values in means.items():
         vector = np.asarray(values, dtype=np.float32)
         if vector.ndim != 1:
@@ -115,7 +129,8 @@ def decode_video_example(
         if name not in stored or stored[name].WhichOneof("kind") != "float_list":
             raise ValueError(f"video {video_id!r}: no float feature {name!r} in video record")
         features[name] = np.array(stored[name].float_list.value, dtype=np.float32)  # [D]
-    return VideoRecord(video_id=video_id, labels=labels, features=features)
+    context = _scalars(example.features)
+    return VideoRecord(video_id=video_id, labels=labels, features=features, context=context)
 
 
 def read_tfrecords(paths: Iterable[str | os.PathLike[str]]) -> Iterator[bytes]:
@@ -167,6 +182,26 @@ def _set_id_and_labels(features: tf.train.Features, video_id: str, labels: Seque
     label_list = features.feature[LABELS_KEY].int64_list
     label_list.SetInParent()  # present even when empty, as in YouTube-8M's test split
     label_list.value.extend(int(label) for label in labels)
+
+
+def _set_scalars(
+    features: tf.train.Features, video_id: str, scalars: Mapping[str, int] | None
+) -> None:
+    for name, value in (scalars or {}).items():
+        if name in (ID_KEY, LABELS_KEY, LEGACY_ID_KEY) or name in features.feature:
+            raise ValueError(f"video {video_id!r}: context {name!r} clashes with another feature")
+        features.feature[name].int64_list.value.append(int(value))
+
+
+def _scalars(features: tf.train.Features) -> dict[str, int]:
+    """Int64 features holding one value, other than labels: has_audio and the like."""
+    return {
+        name: int(feature.int64_list.value[0])
+        for name, feature in features.feature.items()
+        if name != LABELS_KEY
+        and feature.WhichOneof("kind") == "int64_list"
+        and len(feature.int64_list.value) == 1
+    }
 
 
 def _id_and_labels(features: tf.train.Features) -> tuple[str, list[int]]:

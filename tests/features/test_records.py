@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from features.formats import AUDIO_KEY, MEAN_RGB_KEY, RGB_KEY
+from features.formats import AUDIO_KEY, HAS_AUDIO_KEY, MEAN_AUDIO_KEY, MEAN_RGB_KEY, RGB_KEY
 from features.records import (
     CorruptRecordError,
     FrameRecord,
@@ -36,6 +36,30 @@ def test_rgb_and_audio_together():
     assert record.labels == []
     np.testing.assert_array_equal(record.features[RGB_KEY], rgb)
     np.testing.assert_array_equal(record.features[AUDIO_KEY], audio)
+
+
+def test_has_audio_context_round_trips_in_both_levels_and_is_absent_by_default():
+    rgb, audio = _frames(3, 8, seed=1), _frames(3, 4, seed=2)
+    features = {RGB_KEY: rgb, AUDIO_KEY: audio}
+    frame = encode_frame_example("v", [2], features, context={HAS_AUDIO_KEY: 0})
+    assert decode_frame_example(frame).context == {HAS_AUDIO_KEY: 0}
+    context, _ = tf.io.parse_single_sequence_example(
+        frame,
+        context_features={HAS_AUDIO_KEY: tf.io.FixedLenFeature([], tf.int64)},
+        sequence_features={AUDIO_KEY: tf.io.FixedLenSequenceFeature([], tf.string)},
+    )
+    assert int(context[HAS_AUDIO_KEY]) == 0
+    means = {MEAN_RGB_KEY: np.ones(8), MEAN_AUDIO_KEY: np.zeros(4)}
+    video = encode_video_example("v", [2], means, context={HAS_AUDIO_KEY: 1})
+    record = decode_video_example(video, feature_names=(MEAN_RGB_KEY, MEAN_AUDIO_KEY))
+    assert record.context == {HAS_AUDIO_KEY: 1} and record.labels == [2]
+    # No context asked for: today's bytes, and nothing decoded.
+    assert encode_frame_example("v", [2], features) == encode_frame_example(
+        "v", [2], features, context=None
+    )
+    assert decode_frame_example(encode_frame_example("v", [2], features)).context == {}
+    with pytest.raises(ValueError, match="context 'labels' clashes"):
+        encode_video_example("v", [2], means, context={"labels": 1})
 
 
 def test_frame_layout_matches_youtube8m_reader():
