@@ -16,18 +16,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[cpu,test]"
 	touch $@
 
-# Sample library -> features (random weights: no ImageNet download) -> NetVLAD model ->
+# Sample library -> rgb + audio features (random weights: no ImageNet or VGGish download) ->
+# NetVLAD model over both streams ->
 # metrics on a second, unseen library extracted with the same PCA and vocabulary -> tags and
 # an HTML report for that library's raw videos.
 demo: setup
 	rm -rf $(DEMO_DIR)  # a rerun starts over: extraction refuses to mix runs into one output
 	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/library --videos 40
 	$(VENV)/bin/extract_features --input $(DEMO_DIR)/library --output $(DEMO_DIR)/features \
-		--labels $(DEMO_DIR)/library/labels.csv --weights random --pca_dims 128
+		--labels $(DEMO_DIR)/library/labels.csv --weights random --audio_weights random \
+		--pca_dims 128
 	$(VENV)/bin/make_sample_library --output $(DEMO_DIR)/heldout --videos 12 --seed 1
 	$(VENV)/bin/extract_features --input $(DEMO_DIR)/heldout --output $(DEMO_DIR)/heldout_features \
-		--labels $(DEMO_DIR)/heldout/labels.csv --weights random \
-		--pca $(DEMO_DIR)/features/pca.npz --vocabulary $(DEMO_DIR)/features/vocabulary.csv
+		--labels $(DEMO_DIR)/heldout/labels.csv --weights random --audio_weights random \
+		--pca $(DEMO_DIR)/features/pca.npz --audio_pca $(DEMO_DIR)/features/audio_pca.npz \
+		--vocabulary $(DEMO_DIR)/features/vocabulary.csv
 	$(VENV)/bin/train_pool --pooling netvlad --output $(DEMO_DIR)/model \
 		--train_data '$(DEMO_DIR)/features/frame/*.tfrecord' \
 		--eval_data '$(DEMO_DIR)/heldout_features/frame/*.tfrecord' \

@@ -8,9 +8,12 @@ import tensorflow as tf
 
 from features import records
 from features.labels import Vocabulary
+from features.pca import PcaTransform
 from features.quantize import dequantize
+from features.vggish_pca import load_vggish_pca
 from pipelines import extract_features
 from pipelines.config import FaultPlan
+from pipelines.pca_fit import same_pca
 from tests.extraction import (
     BROKEN_INPUTS,
     SAMPLE_VIDEOS,
@@ -163,6 +166,11 @@ def test_second_run_reuses_the_pca_and_writes_new_shards(extracted, tmp_path):
         (["--labels", "/no/labels.csv"], "(--labels /no/labels.csv)"),
         (["--pca", "/no/pca.npz"], "(--pca /no/pca.npz)"),
         (["--max-frames", "5"], "did you mean --max_frames?"),
+        (["--streams", "audio"], "(--streams)"),
+        (["--streams", "rgb,smell"], "(--streams)"),
+        (["--audio_pca_dims", "999"], "(--audio_pca_dims 999)"),
+        (["--audio_weights", "/no/vggish.weights.h5"], "/no/vggish.weights.h5"),
+        (["--audio_pca", "/no/pca.npz"], "(--audio_pca /no/pca.npz)"),
     ],
 )
 def test_bad_flags_fail_fast_in_one_line_naming_the_flag(extracted, tmp_path, capsys, flags, where):
@@ -252,3 +260,134 @@ def test_bad_files_behind_flags_fail_in_one_line_before_the_job(extracted, tmp_p
     assert exit_status(tiny_args(extracted.library, output_under_a_file)) == 2
     assert "a_file is a file, not a folder" in one_line_error(capsys)
     assert not list(tmp_path.glob("out/frame/*"))
+
+
+def two_videos(extracted, folder):
+    """A library of two of the sample videos (with sound), for runs about flags."""
+    folder.mkdir()
+    for video in sorted(extracted.library.glob("*/*.mp4"))[:2]:
+        (folder / video.name).write_bytes(video.read_bytes())
+    return folder
+
+
+def has_audio_values(example) -> list[int]:
+    """The has_audio context of a parsed frame- or video-level record ([] when absent)."""
+    features = example.context if hasattr(example, "context") else example.features
+    if "has_audio" not in features.feature:
+        return []
+    return list(features.feature["has_audio"].int64_list.value)
+
+
+def test_default_run_writes_audio_beside_rgb(extracted):
+    """Default --streams rgb,audio: one 128-byte audio row per rgb row, has_audio in both
+    records, mean_audio, audio_pca.npz and an audio stream in the manifest."""
+    manifest = extracted.manifest
+    frame_paths = sorted(str(path) for path in (extracted.output / "frame").glob("*.tfrecord"))
+    without_audio = 0
+    for raw in records.read_tfrecords(frame_paths):
+        record = records.decode_frame_example(raw, ("rgb", "audio"))
+        rgb, audio = record.features["rgb"], record.features["audio"]
+        assert audio.dtype == np.uint8 and audio.shape == (len(rgb), 128)
+        assert (audio != 0).any()  # never the starter's zero bytes
+        (has_audio,) = has_audio_values(tf.train.SequenceExample.FromString(raw))
+        assert has_audio in (0, 1)
+        without_audio += has_audio == 0
+    assert manifest["counts"]["no_audio"] == without_audio
+    assert manifest["counts"]["audio_truncated"] <= manifest["counts"]["ok"]
+    video_paths = sorted(str(path) for path in (extracted.output / "video").glob("*.tfrecord"))
+    for raw in records.read_tfrecords(video_paths):
+        video = records.decode_video_example(raw, ("mean_rgb", "mean_audio"))
+        assert video.features["mean_audio"].shape == (128,)
+        assert has_audio_values(tf.train.Example.FromString(raw)) in ([0], [1])
+    assert (extracted.output / "audio_pca.npz").exists()
+    rgb_stream, audio_stream = manifest["streams"]
+    assert rgb_stream["name"] == "rgb" and rgb_stream["pca"]["file"] == "pca.npz"
+    assert audio_stream["name"] == "audio" and audio_stream["backbone"] == "vggish"
+    assert audio_stream["weights"]["kind"] == "random"
+    assert (audio_stream["frame_height"], audio_stream["frame_width"]) == (96, 64)
+    assert audio_stream["pca"]["file"] == "audio_pca.npz" and audio_stream["dims"] == 128
+    assert audio_stream["pca"]["source"] == "fit" and audio_stream["pca"]["sample_frames"] > 0
+    assert manifest["feature_sizes"] == {"rgb": 32, "audio": 128}
+    # The official starter code's parse path reads both feature lists and the context.
+    serialized = next(iter(tf.data.TFRecordDataset(frame_paths[0])))
+    context, sequence = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={
+            "id": tf.io.FixedLenFeature([], tf.string),
+            "labels": tf.io.VarLenFeature(tf.int64),
+            "has_audio": tf.io.FixedLenFeature([], tf.int64),
+        },
+        sequence_features={
+            name: tf.io.FixedLenSequenceFeature([], dtype=tf.string) for name in ("rgb", "audio")
+        },
+    )
+    rgb = tf.reshape(tf.io.decode_raw(sequence["rgb"], tf.uint8), [-1, 32])
+    audio = tf.reshape(tf.io.decode_raw(sequence["audio"], tf.uint8), [-1, 128])
+    assert rgb.shape[0] == audio.shape[0] >= 1 and int(context["has_audio"]) in (0, 1)
+
+
+def test_streams_rgb_writes_todays_records(extracted, tmp_path):
+    library = two_videos(extracted, tmp_path / "library")
+    pca = str(extracted.output / "pca.npz")
+    result = extract(library, tmp_path / "out", "--streams", "rgb", "--pca", pca)
+    assert [stream["name"] for stream in result.manifest["streams"]] == ["rgb"]
+    assert result.manifest["feature_sizes"] == {"rgb": 32}
+    assert not (tmp_path / "out/audio_pca.npz").exists()
+    frame_paths = sorted(str(path) for path in (tmp_path / "out/frame").glob("*.tfrecord"))
+    video_paths = sorted(str(path) for path in (tmp_path / "out/video").glob("*.tfrecord"))
+    for raw in records.read_tfrecords(frame_paths):
+        example = tf.train.SequenceExample.FromString(raw)
+        assert set(example.feature_lists.feature_list) == {"rgb"}
+        assert set(example.context.feature) == {"id", "labels"}
+    for raw in records.read_tfrecords(video_paths):
+        assert set(tf.train.Example.FromString(raw).features.feature) == {
+            "id", "labels", "mean_rgb"
+        }  # fmt: skip
+
+
+def test_vggish_weights_missing_from_the_cache_is_one_line(
+    extracted, tmp_path, monkeypatch, capsys
+):
+    keras_home = tmp_path / "keras"
+    keras_home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    args = tiny_args(extracted.library, tmp_path / "out", "--audio_weights", "vggish")
+    assert exit_status(args) == 2
+    line = one_line_error(capsys)
+    assert str(keras_home / "models/vggish.weights.h5") in line and "vggish_convert" in line
+    assert not (tmp_path / "out").exists()
+
+
+def write_vggish_pca(path, seed: int = 0) -> str:
+    """A vggish_pca_params.npz as AudioSet publishes it: whitened eigenvectors as rows."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(128, 128)))
+    eigen_vectors = rotation.T / rng.uniform(0.5, 2.0, size=(128, 1))
+    np.savez(path, pca_eigen_vectors=eigen_vectors, pca_means=rng.normal(size=(128, 1)))
+    return str(path)
+
+
+def test_vggish_pca_is_accepted_and_later_runs_keep_it(extracted, tmp_path, capsys):
+    library = two_videos(extracted, tmp_path / "library")
+    vggish_pca = write_vggish_pca(tmp_path / "vggish_pca_params.npz")
+    rgb_pca = str(extracted.output / "pca.npz")
+    output = tmp_path / "out"
+    result = extract(library, output, "--pca", rgb_pca, "--audio_pca", vggish_pca)
+    audio = result.manifest["streams"][1]["pca"]
+    assert audio["source"] == vggish_pca and audio["output_dims"] == 128
+    assert audio["input_dims"] == 128 and audio["epsilon"] == 0
+    written = PcaTransform.load_npz(output / "audio_pca.npz")
+    assert same_pca(written, load_vggish_pca(vggish_pca))
+    committed = (output / "audio_pca.npz").read_bytes()
+    refusals = {
+        "fit": "a new audio PCA fit would replace",
+        str(extracted.output / "audio_pca.npz"): "this audio PCA differs",
+    }
+    for audio_pca, expected in refusals.items():
+        args = tiny_args(library, output, "--skip_existing", "--pca", rgb_pca)
+        assert exit_status([*args, "--audio_pca", audio_pca]) == 2
+        assert expected in one_line_error(capsys)
+    args = tiny_args(library, output, "--skip_existing", "--streams", "rgb", "--pca", rgb_pca)
+    assert exit_status(args) == 2
+    assert "differ from the committed runs' (rgb,audio)" in one_line_error(capsys)
+    assert (output / "audio_pca.npz").read_bytes() == committed
