@@ -81,9 +81,14 @@ def sample_videos(root: Path, videos: int, seed: int = 0) -> Path:
 
 
 def frame_records(output: Path) -> list[records.FrameRecord]:
-    """Every frame-level record an extraction wrote under `output/frame`."""
+    """Every frame-level record an extraction wrote under `output/frame`, with every feature
+    list its manifest names (rgb, audio); rgb when there is no manifest."""
     paths = sorted(str(path) for path in (output / "frame").glob("*.tfrecord"))
-    return [records.decode_frame_example(raw) for raw in records.read_tfrecords(paths)]
+    names = ("rgb",)
+    if (output / "manifest.json").exists():
+        streams = json.loads((output / "manifest.json").read_text())["streams"]
+        names = tuple(stream["name"] for stream in streams)
+    return [records.decode_frame_example(raw, names) for raw in records.read_tfrecords(paths)]
 
 
 def make_library(root: Path, videos: int = SAMPLE_VIDEOS) -> Path:

@@ -91,6 +91,7 @@ def test_dataflow_dry_run_builds_the_job_without_submitting(bucket_library, gcs_
     printed = capsys.readouterr().out
     assert "not submitted" in printed and "g2-standard-4" in printed and "nvidia-l4" in printed
     assert "framevlad:1" in printed and "8 max" in printed
+    assert "audio:" in printed and "vggish (random)" in printed
     assert gcs_emulator.list_names(output) == []  # nothing written, nothing submitted
 
 

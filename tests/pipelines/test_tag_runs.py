@@ -229,7 +229,7 @@ def test_a_video_the_cnn_or_the_model_fails_on_fails_alone(model, extracted, tmp
         scores = score_video(scorer, frames, *args)
         return (
             scores
-            if len(frames) != len(first.features["rgb"])
+            if len(frames["rgb"]) != len(first.features["rgb"])
             else type(scores)(np.full_like(scores.video, np.nan), scores.segments)
         )
 

@@ -10,7 +10,7 @@ import pytest
 
 from features.labels import Vocabulary
 from features.quantize import dequantize
-from pipelines import tag_videos
+from pipelines import tag_videos, tagging_plan
 from pooling_models import model_dir, tagging, train_pool
 from tests import browser
 from tests.extraction import BROKEN_INPUTS, frame_records
@@ -69,6 +69,37 @@ def test_every_input_is_tagged_or_failed(raw_tags, extracted):
     reasons = {row["path"].removeprefix(library): row["reason"] for row in failed}
     for relative, (_, reason) in BROKEN_INPUTS.items():
         assert reasons[relative] == reason
+
+
+def test_the_model_pools_rgb_and_audio_and_raw_videos_rebuild_both(model):
+    """train_pool's default on our records is rgb,audio; tagging raw videos then computes
+    both streams with the manifest's networks and both PCA files."""
+    train_config = json.loads((model / "train_config.json").read_text())
+    assert train_config["model"]["feature_names"] == ["rgb", "audio"]
+    loaded = tagging_plan.load_model(str(model))
+    assert [spec.name for spec in loaded.specs] == ["rgb", "audio"]
+    assert loaded.specs[1].backbone == "vggish" and loaded.specs[1].weights == "random"
+    assert loaded.specs[1].pca == f"{model}/audio_pca.npz" and (model / "audio_pca.npz").exists()
+
+
+def test_a_model_trained_on_rgb_only_tags_with_rgb_only(model, tmp_path):
+    rgb_only = tmp_path / "rgb_model"
+    shutil.copytree(model, rgb_only)
+    train_config = json.loads((rgb_only / "train_config.json").read_text())
+    train_config["model"]["feature_names"] = ["rgb"]
+    train_config["model"]["feature_sizes"] = train_config["model"]["feature_sizes"][:1]
+    (rgb_only / "train_config.json").write_text(json.dumps(train_config))
+    loaded = tagging_plan.load_model(str(rgb_only))
+    assert loaded.feature_names == ("rgb",) and [spec.name for spec in loaded.specs] == ["rgb"]
+
+
+def test_a_model_missing_its_audio_pca_cannot_tag_raw_videos(model, extracted, tmp_path, capsys):
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    (broken / "audio_pca.npz").unlink()
+    args = ["--model", str(broken), "--input", str(extracted.library)]
+    assert tag_videos.main([*args, "--output", str(tmp_path / "tags")]) == 2
+    assert f"{broken}/audio_pca.npz is missing (--model {broken})" in one_line_error(capsys)
 
 
 def test_raw_videos_and_their_records_get_the_same_tags(raw_tags, record_tags):
