@@ -4,7 +4,9 @@
 
 Per stream (FeatureSpec): decode at the stream's rate and frame size → embed with its CNN
 (RunInference) → whiten with its PCA and quantize to bytes; then the streams of a video are
-joined by id into one EmbeddedVideo. extract_features turns those into records, tag_videos
+joined by id into one EmbeddedVideo. The audio stream is not decoded on its own: rgb's
+DecodeFrames demuxes the file once and also yields one log-mel example per rgb sample
+(tagged AUDIO_CHUNKS), which VGGish embeds. extract_features turns those into records, tag_videos
 into scores. A video that cannot be decoded, or whose CNN or quantizer fails (an exception,
 a NaN), becomes a Failure (dead letter) and the job goes on.
 """
@@ -17,16 +19,18 @@ import numpy as np
 from apache_beam.ml.inference.base import RunInference
 
 from features import frames, quantize, storage
+from features.formats import AUDIO_KEY
 from features.pca import PcaTransform
 from features.streams import FeatureSpec
 from pipelines import progress
 from pipelines.config import FaultPlan
 from pipelines.elements import DecodeSummary, EmbeddedVideo, Failure, QuantizedChunk, VideoInput
-from pipelines.model_handler import NAMESPACE, BackboneModelHandler, KeyedFeatures
+from pipelines.model_handler import NAMESPACE, KeyedFeatures, handler_for
 from pipelines.thumbnails import MiddleFramePicker
 
 FAILED = "failed"
 SUMMARY = "summary"
+AUDIO_CHUNKS = "audio_chunks"
 EMBED_ERROR = "embed_error"
 READ_ERROR = "read_error"
 
@@ -39,7 +43,12 @@ def beam_key(video_id: str) -> bytes:
 
 class DecodeFrames(beam.DoFn):
     """Streams a video's sampled frames as chunks keyed by (beam_key, first frame index),
-    then its DecodeSummary; a video that yields no frame is a Failure instead."""
+    then its DecodeSummary; a video that yields no frame is a Failure instead.
+
+    With audio, the same pass also yields (tagged AUDIO_CHUNKS) ((beam_key, start), [n, 96,
+    64] float32) log-mel examples, one per frame sample and keyed as the frame chunks; a
+    video without an audio track gets examples of digital silence.
+    """
 
     def __init__(
         self,
@@ -48,29 +57,36 @@ class DecodeFrames(beam.DoFn):
         frame_size: tuple[int, int],
         chunk: int,
         keep_thumbnail: bool = False,
+        audio: bool = False,
     ) -> None:
         self._fps = fps
         self._max_frames = max_frames
         self._frame_size = frame_size
         self._chunk = chunk
         self._keep_thumbnail = keep_thumbnail
+        self._audio = audio
 
     def process(self, video: VideoInput) -> Iterator:
         report = frames.DecodeReport()
         picker = MiddleFramePicker() if self._keep_thumbnail else None
         try:
             with storage.open_read(video.path) as source:
-                for chunk in frames.iter_frame_chunks(
+                for chunk in frames.iter_media_chunks(
                     source,
                     fps=self._fps,
                     max_frames=self._max_frames,
                     frame_size=self._frame_size,
                     chunk_frames=self._chunk,
                     report=report,
+                    audio=self._audio,
                 ):
+                    key = (beam_key(video.video_id), chunk.start_index)
+                    if isinstance(chunk, frames.AudioChunk):
+                        yield beam.pvalue.TaggedOutput(AUDIO_CHUNKS, (key, chunk.examples))
+                        continue
                     for frame in chunk.frames if picker else ():
                         picker.add(frame)
-                    yield (beam_key(video.video_id), chunk.start_index), chunk.frames
+                    yield key, chunk.frames
         except frames.VideoDecodeError as error:
             yield beam.pvalue.TaggedOutput(
                 FAILED, Failure(video.path, video.video_id, error.reason, str(error))
@@ -89,6 +105,8 @@ class DecodeFrames(beam.DoFn):
             report.span_s,
             display_size=(report.height, report.width),
             thumbnail=picker.middle() if picker else None,
+            has_audio=report.has_audio,
+            audio_truncated=report.audio_truncated,
         )
         yield beam.pvalue.TaggedOutput(SUMMARY, (beam_key(video.video_id), summary))
 
@@ -128,16 +146,20 @@ def concatenate_chunks(chunks: Iterable[QuantizedChunk]) -> tuple[np.ndarray, np
 
 
 class AssembleVideo(beam.DoFn):
-    """Joins each stream's chunks in order into one EmbeddedVideo; counts videos_ok, frames."""
+    """Joins each stream's chunks in order into one EmbeddedVideo; counts videos_ok, frames.
 
-    def __init__(self, names: Sequence[str]) -> None:
+    `decoded` names the streams with a DecodeFrames of their own (and so a summary side);
+    audio rides on rgb's. Default: all of `names`."""
+
+    def __init__(self, names: Sequence[str], decoded: Sequence[str] | None = None) -> None:
         self._names = tuple(names)
+        self._decoded = self._names if decoded is None else tuple(decoded)
         self._ok = beam.metrics.Metrics.counter(NAMESPACE, "videos_ok")
         self._frames = beam.metrics.Metrics.counter(NAMESPACE, "frames")
 
     def process(self, joined: tuple[bytes, dict]) -> Iterator:
         _, sides = joined
-        summaries = [list(sides[summary_key(name)]) for name in self._names]
+        summaries = [list(sides[summary_key(name)]) for name in self._decoded]
         if all(summaries):  # else a stream failed to decode: its Failure is out already
             yield from self._video_or_failure(summaries[0][0], sides)
 
@@ -200,8 +222,11 @@ class DecodeAndEmbed(beam.PTransform):
 
     # No return annotation: Beam warns on any output hint that is not a single PCollection.
     def expand(self, videos: beam.PCollection):
-        joined, failures = {}, []
-        for index, spec in enumerate(self._specs):
+        audio = [spec for spec in self._specs[1:] if spec.name == AUDIO_KEY]
+        decoded_specs = [spec for spec in self._specs if spec.name != AUDIO_KEY]
+        joined, failures, audio_chunks = {}, [], None
+        for index, spec in enumerate(decoded_specs):
+            with_audio = bool(audio) and index == 0
             decoded = videos | f"Decode {spec.name}" >> beam.ParDo(
                 DecodeFrames(
                     spec.fps,
@@ -209,30 +234,40 @@ class DecodeAndEmbed(beam.PTransform):
                     spec.frame_size,
                     self._frames_per_batch,
                     keep_thumbnail=self._keep_thumbnails and index == 0,
+                    audio=with_audio,
                 )
-            ).with_outputs(FAILED, SUMMARY, main="chunks")
-            handler = BackboneModelHandler(spec, self._frames_per_batch, self._faults)
-            joined[spec.name] = (
-                decoded.chunks
-                | f"Embed {spec.name}" >> RunInference(handler)
-                | f"Quantize {spec.name}"
-                >> beam.ParDo(WhitenAndQuantize(self._pca_paths[spec.name]))
-            )
+            ).with_outputs(FAILED, SUMMARY, AUDIO_CHUNKS, main="chunks")
+            joined[spec.name] = self._embed(spec, decoded.chunks)
             joined[summary_key(spec.name)] = decoded[SUMMARY]
             failures.append(decoded[FAILED])
+            if with_audio:
+                audio_chunks = decoded[AUDIO_CHUNKS]
             if index == 0 and self._progress_token:
                 _ = (
                     (decoded[SUMMARY], decoded[FAILED])
                     | "DecodedVideos" >> beam.Flatten()
                     | "ReportProgress" >> beam.ParDo(ReportProgress(self._progress_token))
                 )
+        for spec in audio:
+            joined[spec.name] = self._embed(spec, audio_chunks)
         assembled = (
             joined
             | "JoinStreams" >> beam.CoGroupByKey()
             | "Assemble"
-            >> beam.ParDo(AssembleVideo([spec.name for spec in self._specs])).with_outputs(
-                FAILED, main="videos"
-            )
+            >> beam.ParDo(
+                AssembleVideo(
+                    [spec.name for spec in self._specs], [spec.name for spec in decoded_specs]
+                )
+            ).with_outputs(FAILED, main="videos")
         )
         all_failures = (*failures, assembled[FAILED]) | "EmbedFailures" >> beam.Flatten()
         return assembled.videos, all_failures
+
+    def _embed(self, spec: FeatureSpec, chunks: beam.PCollection) -> beam.PCollection:
+        """Keyed chunks -> (id, QuantizedChunk): the spec's network, then its PCA."""
+        handler = handler_for(spec, self._frames_per_batch, self._faults)
+        return (
+            chunks
+            | f"Embed {spec.name}" >> RunInference(handler)
+            | f"Quantize {spec.name}" >> beam.ParDo(WhitenAndQuantize(self._pca_paths[spec.name]))
+        )

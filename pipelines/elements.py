@@ -37,6 +37,9 @@ class DecodeSummary:
     span_s: float
     display_size: tuple[int, int] = (0, 0)  # (height, width) of the upright picture
     thumbnail: np.ndarray | None = None  # [H, W, 3] uint8 middle frame, when asked for
+    # With an audio stream computed (else both False):
+    has_audio: bool = False  # the file has an audio track (a silent one counts)
+    audio_truncated: bool = False  # the audio broke off early; what decoded is kept
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class EmbeddedVideo:
     video: VideoInput
     features: dict[str, np.ndarray]  # stream name -> [T, K] uint8 quantized frames
     means: dict[str, np.ndarray]  # stream name -> [K] float32, mean whitened frame
-    summary: DecodeSummary  # of the first stream
+    summary: DecodeSummary  # of the video's one decode pass (rgb and audio)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""RunInference handler that embeds keyed uint8 frame chunks with a `features.backbones` CNN.
+"""RunInference handlers that embed keyed chunks: uint8 frames with a `features.backbones`
+CNN (BackboneModelHandler), log-mel examples with VGGish (AudioModelHandler); handler_for
+picks the one a FeatureSpec needs.
 
 Beam's TFModelHandler pulls in tensorflow_hub and tf-keras; this one only needs Keras 3.
 A chunk whose embedding fails comes back as its error message, not as an exception, so that
@@ -18,13 +20,16 @@ from apache_beam.ml.inference.base import ModelHandler
 from features import storage
 from features.backbones import build_backbone
 from features.embedder import FrameEmbedder
+from features.formats import VGGISH_BACKBONE
 from features.streams import FeatureSpec
+from features.vggish import AudioEmbedder, build_vggish
 from pipelines.config import FaultPlan
 
 NAMESPACE = "framevlad"
 MODEL_LOADS = "model_loads"
 ChunkKey = tuple[bytes, int]  # (decode_embed.beam_key of the id, the chunk's first frame)
-KeyedChunk = tuple[ChunkKey, np.ndarray]  # [n, H, W, 3] uint8 frames
+# [n, H, W, 3] uint8 frames, or [n, 96, 64] float32 log-mel examples for audio
+KeyedChunk = tuple[ChunkKey, np.ndarray]
 # The chunk's features [n, D] float32, or why they could not be computed.
 KeyedFeatures = tuple[ChunkKey, np.ndarray | str]
 
@@ -41,7 +46,7 @@ class LoadedBackbone:
     load_model runs in DoFn.setup, where metric updates are lost, so the first inference
     after a load counts it (as RunInference caches its own load metrics)."""
 
-    def __init__(self, embedder: FrameEmbedder) -> None:
+    def __init__(self, embedder: FrameEmbedder | AudioEmbedder) -> None:
         self.embedder = embedder
         self._uncounted = 1
         self._lock = threading.Lock()
@@ -95,7 +100,9 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         boundaries = np.cumsum([len(frames) for _, frames in batch])[:-1]
         return list(zip(keys, np.split(features, boundaries), strict=True))
 
-    def _embed(self, embedder: FrameEmbedder, batch: Sequence[KeyedChunk]) -> np.ndarray:
+    def _embed(
+        self, embedder: FrameEmbedder | AudioEmbedder, batch: Sequence[KeyedChunk]
+    ) -> np.ndarray:
         ids = [key[0].decode("utf-8", "surrogateescape") for key, _ in batch]
         failing = [video_id for video_id in ids if video_id in self._faults.fail_embed_ids]
         if failing:
@@ -108,7 +115,9 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
             start += len(frames)
         return features  # [sum n, D] float32
 
-    def _embed_one(self, embedder: FrameEmbedder, chunk: KeyedChunk) -> np.ndarray | str:
+    def _embed_one(
+        self, embedder: FrameEmbedder | AudioEmbedder, chunk: KeyedChunk
+    ) -> np.ndarray | str:
         try:
             return self._embed(embedder, [chunk])
         except Exception as error:  # noqa: BLE001 -- the video fails, the job goes on
@@ -122,3 +131,27 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
 
     def get_metrics_namespace(self) -> str:
         return "framevlad_backbone"
+
+
+class AudioModelHandler(BackboneModelHandler):
+    """Examples are ((id, start), log-mel [n, 96, 64] float32); inferences ((id, start),
+    VGGish embeddings [n, 128] float32 or an error message). Batching, fault injection and
+    per-chunk retries are the backbone handler's."""
+
+    def load_model(self) -> LoadedBackbone:
+        allow_gpu_memory_growth()
+        weights = storage.stage_file(self._spec.weights)
+        model = build_vggish(weights, seed=self._spec.seed)
+        return LoadedBackbone(AudioEmbedder(model, batch_size=self._frames_per_batch))
+
+    def get_metrics_namespace(self) -> str:
+        return "framevlad_audio"
+
+
+def handler_for(
+    spec: FeatureSpec, frames_per_batch: int = 32, faults: FaultPlan | None = None
+) -> BackboneModelHandler:
+    """The RunInference handler that embeds `spec`'s chunks: VGGish for "vggish", else the
+    rgb backbone."""
+    handler = AudioModelHandler if spec.backbone == VGGISH_BACKBONE else BackboneModelHandler
+    return handler(spec, frames_per_batch, faults)
