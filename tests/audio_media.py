@@ -36,14 +36,17 @@ def write_media(
     video_seconds: float = 0.0,
     fps: float = 30.0,
     timestamps_s: list[float] | None = None,
+    audio_codec: str | None = None,
 ) -> None:
     """Mux a small grey video and/or an audio track into `path` (the extension picks the muxer).
 
-    audio: [n] mono signal, copied to every channel of `layout`; AAC unless the file is .wav.
+    audio: [n] mono signal, copied to every channel of `layout`; AAC unless the file is .wav
+    or audio_codec says otherwise (pcm_s16le).
     video_seconds / fps: a constant-rate video of that length (0: no video), unless
     timestamps_s gives each frame's time (variable frame rate).
+    Packets are written in time order, second by second, as real muxers interleave them.
     """
-    pcm = path.endswith(".wav")
+    codec = audio_codec or ("pcm_s16le" if path.endswith(".wav") else "aac")
     with av.open(path, mode="w") as container:
         video = None
         if video_seconds or timestamps_s:
@@ -52,21 +55,40 @@ def write_media(
             video.codec_context.time_base = Fraction(1, 1000)
         sound = None
         if audio is not None:
-            codec = "pcm_s16le" if pcm else "aac"
             sound = container.add_stream(codec, rate=rate, layout=layout)
+        times = []
         if video is not None:
             times = timestamps_s or [i / fps for i in range(round(video_seconds * fps))]
-            for index, time_s in enumerate(times):
+        blocks = []
+        if sound is not None:
+            blocks = list(
+                _audio_frames(audio, rate, layout, audio_start_s, codec.startswith("pcm"))
+            )
+        index = 0
+        for time_s, frame in _in_time_order(times, blocks):
+            if frame is None:
                 pixels = np.full((32, 32, 3), (index * 8) % 256, np.uint8)
-                frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-                frame.pts, frame.time_base = round(time_s * 1000), Fraction(1, 1000)
-                container.mux(video.encode(frame))
+                picture = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+                picture.pts, picture.time_base = round(time_s * 1000), Fraction(1, 1000)
+                container.mux(video.encode(picture))
+                index += 1
+            else:
+                container.mux(sound.encode(frame))
+        if video is not None:
             container.mux(video.encode())
         if sound is not None:
-            _write_audio(container, sound, audio, rate, layout, audio_start_s, pcm)
+            container.mux(sound.encode())
 
 
-def _write_audio(container, stream, audio, rate, layout, start_s, pcm) -> None:
+def _in_time_order(times: list[float], blocks: list[tuple[float, av.AudioFrame]]):
+    """(time, None) per video frame and (time, frame) per audio frame, by time."""
+    items = [(time_s, 0, None) for time_s in times]
+    items += [(time_s, 1, frame) for time_s, frame in blocks]
+    items.sort(key=lambda item: item[:2])
+    return [(time_s, frame) for time_s, _, frame in items]
+
+
+def _audio_frames(audio, rate, layout, start_s, pcm):
     channels = av.AudioLayout(layout).nb_channels
     offset = round(start_s * rate)
     for start in range(0, len(audio), _AAC_FRAME):
@@ -78,5 +100,4 @@ def _write_audio(container, stream, audio, rate, layout, start_s, pcm) -> None:
             frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
         frame.sample_rate = rate
         frame.pts, frame.time_base = offset + start, Fraction(1, rate)
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode())
+        yield (offset + start) / rate, frame

@@ -111,7 +111,8 @@ def test_backbone_loads_once_per_process_across_worker_threads(extracted, tmp_pa
     threads = ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
     result = run_tiny(extracted.library, tmp_path / "out", "--pca", pca, *threads)
     counters = result.metrics().query(MetricsFilter().with_name(MODEL_LOADS))["counters"]
-    assert sum(counter.committed for counter in counters) == 1
+    streams = json.loads((tmp_path / "out/manifest.json").read_text())["streams"]
+    assert sum(counter.committed for counter in counters) == len(streams)  # one CNN each
 
 
 def test_run_takes_the_tests_own_pipeline_and_counts_in_beam_metrics(extracted, tmp_path):
@@ -124,4 +125,6 @@ def test_run_takes_the_tests_own_pipeline_and_counts_in_beam_metrics(extracted, 
     }
     counts = json.loads((tmp_path / "out/manifest.json").read_text())["counts"]
     assert counters["videos_ok"] == counts["ok"] and counters["frames"] == counts["frames"]
-    assert counters["videos_failed"] == counts["failed"] and counters["model_loads"] == 1
+    streams = json.loads((tmp_path / "out/manifest.json").read_text())["streams"]
+    assert counters["videos_failed"] == counts["failed"]
+    assert counters["model_loads"] == len(streams)  # one CNN per stream: rgb, VGGish
