@@ -11,6 +11,7 @@ import hashlib
 import io
 import itertools
 import math
+import re
 import warnings
 from collections.abc import Iterable
 
@@ -128,7 +129,11 @@ def run_pca_fit(
             >> beam.CombineGlobally(ReservoirCombineFn(spec.pca_sample_frames, spec.seed))
             | f"Fit {spec.name}" >> beam.Map(fit_and_write, spec, pca_paths[spec.name])
         )
-    result = run_to_end(pipeline)
+    try:
+        result = run_to_end(pipeline)
+    except UsageError as error:  # Beam appends the step's name to the first argument
+        what = re.sub(r" \[while running '[^']*'\]", "", error.what)
+        raise UsageError(what, error.where, error.fix) from None
     fitted = {}
     for spec in specs:
         name_filter = MetricsFilter().with_name(sample_counter(spec))

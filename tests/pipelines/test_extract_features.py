@@ -142,11 +142,12 @@ def test_linear_probe_separates_classes_from_quantized_bytes(extracted):
 def test_second_run_reuses_the_pca_and_writes_new_shards(extracted, tmp_path):
     output = tmp_path / "again"
     output.mkdir()
-    (output / "pca.npz").write_bytes((extracted.output / "pca.npz").read_bytes())
+    for name in ("pca.npz", "audio_pca.npz"):
+        (output / name).write_bytes((extracted.output / name).read_bytes())
     args = tiny_args(extracted.library / "broken", output)
     assert extract_features.main(args) == 0
     manifest = json.loads((output / "manifest.json").read_text())
-    assert manifest["pca"]["source"] == "reused"
+    assert [stream["pca"]["source"] for stream in manifest["streams"]] == ["reused", "reused"]
     broken = len(BROKEN_INPUTS) + 1
     assert manifest["counts"] == {**manifest["counts"], "seen": broken, "ok": 0, "failed": broken}
     assert len(read_failures(output)) == broken
@@ -203,8 +204,9 @@ def test_a_folder_with_glob_characters_is_taken_literally(extracted, tmp_path):
         (library / video.name).write_bytes(video.read_bytes())
     (tmp_path / "clips1").mkdir()  # what `[1]` as a glob would match instead
     (tmp_path / "clips1/other.mp4").write_bytes(b"")
-    pca = str(extracted.output / "pca.npz")
-    result = extract(library, tmp_path / "out", "--pca", pca)
+    pcas = ("--pca", str(extracted.output / "pca.npz"))
+    pcas += ("--audio_pca", str(extracted.output / "audio_pca.npz"))
+    result = extract(library, tmp_path / "out", *pcas)
     assert result.manifest["counts"]["ok"] == 2 and result.manifest["counts"]["seen"] == 2
 
 
@@ -228,8 +230,9 @@ def test_a_cnn_or_quantizer_failure_fails_one_video_not_the_job(extracted, tmp_p
     ids = sorted(record.video_id for record in frame_records(extracted.output))
     broken_cnn, nan_features = ids[0], ids[1]
     faults = FaultPlan(fail_embed_ids=frozenset({broken_cnn}), nan_embed_ids={nan_features})
-    pca = str(extracted.output / "pca.npz")
-    run_tiny(extracted.library, tmp_path / "out", "--pca", pca, faults=faults)
+    pcas = ("--pca", str(extracted.output / "pca.npz"))
+    pcas += ("--audio_pca", str(extracted.output / "audio_pca.npz"))
+    run_tiny(extracted.library, tmp_path / "out", *pcas, faults=faults)
     manifest = json.loads((tmp_path / "out/manifest.json").read_text())
     assert manifest["counts"]["ok"] == extracted.manifest["counts"]["ok"] - 2
     assert manifest["counts"]["failed_by_reason"]["embed_error"] == 2
