@@ -14,7 +14,7 @@ from features.vggish import (
     resolve_vggish_weights,
     vggish_cache_path,
 )
-from features.vggish_convert import ConversionError, convert, main
+from features.vggish_convert import ConversionError, convert, main, read_checkpoint
 from features.vggish_pca import is_vggish_pca_file, load_vggish_pca
 from tests.audio_media import noise, tone, write_media
 
@@ -143,6 +143,7 @@ def _published_forward(tensors: dict[str, np.ndarray], examples: np.ndarray) -> 
     return (x @ tensors["vggish/fc2/weights"] + tensors["vggish/fc2/biases"]).numpy()
 
 
+@pytest.mark.slow  # a full-size (288 MB) fake checkpoint: about 20 s
 def test_converter_maps_checkpoint_variables_onto_layers(tmp_path, monkeypatch):
     checkpoint = str(tmp_path / "vggish_model.ckpt")
     tensors = _write_fake_checkpoint(checkpoint)
@@ -157,6 +158,26 @@ def test_converter_maps_checkpoint_variables_onto_layers(tmp_path, monkeypatch):
     np.testing.assert_allclose(
         model(examples).numpy(), _published_forward(tensors, examples), rtol=1e-4, atol=1e-4
     )
+
+
+def test_converter_reads_every_published_variable_name_and_checks_shapes(tmp_path):
+    # Every VGGish name at a tiny shape: the name mapping is checked in milliseconds, the
+    # full-size conversion in the slow test above.
+    checkpoint = str(tmp_path / "small.ckpt")
+    names = [f"{scope}/{part}" for scope in PUBLISHED_SHAPES for part in ("weights", "biases")]
+    values = [np.full(1, index, np.float32) for index in range(len(names))]
+    tf.raw_ops.Save(
+        filename=checkpoint,
+        tensor_names=[*names, "global_step", "vggish/fc2/weights/Adam"],
+        data=[*values, np.array(7, np.int64), np.zeros(1, np.float32)],
+    )
+    tensors = read_checkpoint(checkpoint)
+    assert sorted(tensors) == sorted(names)  # VGGish's 18, nothing else
+    for name, value in zip(names, values, strict=True):
+        np.testing.assert_array_equal(tensors[name], value)
+    with pytest.raises(ConversionError, match=r"vggish/conv1/weights has shape \[1\], VGGish"):
+        convert(checkpoint, str(tmp_path / "out.weights.h5"))
+    assert not (tmp_path / "out.weights.h5").exists()
 
 
 def test_converter_names_missing_variables(tmp_path, capsys):
