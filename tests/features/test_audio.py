@@ -249,3 +249,19 @@ def test_a_gap_in_the_stream_becomes_silence_and_max_seconds_caps_memory():
     for k in range(30):
         capped.add_frame(_frame(np.full(1600, 0.5, np.float32), 1600 * k))
     assert len(capped.samples()) == SAMPLE_RATE
+
+
+def test_released_samples_are_forgotten_and_windows_read_what_is_held():
+    accumulator = AudioAccumulator()
+    for k in range(10):
+        accumulator.add_frame(_frame(np.full(1600, k / 10, np.float32), 1600 * k))
+    accumulator.finish()
+    assert accumulator.end == accumulator.buffered == 16_000
+    accumulator.release_before(8_000)
+    assert accumulator.end == 16_000 and accumulator.buffered == 8_000
+    np.testing.assert_array_equal(accumulator.window(8_000, 9_600), np.full(1600, 0.5, np.float32))
+    assert len(accumulator.window(15_000, 20_000)) == 1_000  # as far as the samples go
+    with pytest.raises(ValueError, match="released"):
+        accumulator.window(0, 100)
+    with pytest.raises(ValueError, match="released"):
+        accumulator.samples()

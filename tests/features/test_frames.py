@@ -14,9 +14,12 @@ from features.frames import (
     NO_DECODABLE_FRAMES,
     NO_VIDEO_STREAM,
     NOT_A_VIDEO,
+    AudioChunk,
     DecodeReport,
+    FrameChunk,
     VideoDecodeError,
     iter_frame_chunks,
+    iter_media_chunks,
 )
 from features.synthetic_video import (
     read_frame_index,
@@ -317,3 +320,43 @@ def test_cut_mp4_with_index_at_the_end_is_not_a_video(tmp_path):
         decode(path)
     assert raised.value.reason == NOT_A_VIDEO
     assert os.path.getsize(path) > 0
+
+
+@pytest.mark.parametrize(
+    ("extension", "faststart", "damage", "with_audio"),
+    [
+        (".mp4", True, None, True),
+        (".mp4", True, cut_at(0.6), True),
+        (".mkv", False, cut_at(0.6), False),
+        (".mp4", True, overwrite_middle, True),
+        (".ts", False, cut_at(0.6), True),
+        (".h264", False, None, False),
+    ],
+)
+def test_decoding_audio_too_leaves_the_frames_and_report_as_they_were(
+    tmp_path, extension, faststart, damage, with_audio
+):
+    path = write_indexed(
+        tmp_path / f"clip{extension}", 300, faststart=faststart, with_audio=with_audio
+    )
+    if damage is not None:
+        with open(path, "rb") as full:
+            data = damage(full.read())
+        with open(path, "wb") as damaged:
+            damaged.write(data)
+    frames_only, report = decode(path, fps=1.0, chunk_frames=4)
+    media_report = DecodeReport()
+    media = list(iter_media_chunks(path, fps=1.0, chunk_frames=4, report=media_report))
+    frame_chunks = [chunk for chunk in media if isinstance(chunk, FrameChunk)]
+    audio_chunks = [chunk for chunk in media if isinstance(chunk, AudioChunk)]
+    assert len(frame_chunks) == len(frames_only)
+    for mine, theirs in zip(frame_chunks, frames_only, strict=True):
+        assert mine.start_index == theirs.start_index
+        np.testing.assert_array_equal(mine.frames, theirs.frames)
+        np.testing.assert_array_equal(mine.timestamps_s, theirs.timestamps_s)
+    assert [c.start_index for c in audio_chunks] == [c.start_index for c in frame_chunks]
+    assert sum(len(c.examples) for c in audio_chunks) == report.frames == media_report.frames
+    for field in ("truncated", "span_s", "decoded_frames", "width", "height"):
+        assert getattr(media_report, field) == getattr(report, field), field
+    assert bool(media_report.error) == bool(report.error)  # FFmpeg's words may differ
+    assert media_report.has_audio == with_audio and not report.has_audio
