@@ -58,7 +58,8 @@ class AudioAccumulator:
     timestamps: a gap in the stream becomes silence, so later sound stays at its time.
 
     max_seconds caps how much audio is kept (None: all); frames past the cap are dropped, so
-    memory stays bounded on long videos whose rgb is capped too.
+    memory stays bounded on long videos whose rgb is capped too. A streaming caller
+    (features.audio_stream) reads `window`s instead and `release_before`s what it is done with.
     """
 
     def __init__(self, max_seconds: float | None = None) -> None:

@@ -64,6 +64,27 @@ class AudioTrack:
         self._floor_frame = 0  # no later example starts before this log-mel frame
         self._ready: list[np.ndarray] = []  # cut examples [96, 64] not yet taken
 
+    def route(self, packet: av.Packet) -> bool:
+        """Take an audio packet (True), or note a video packet's time and leave it (False)."""
+        if packet.stream.type == "audio":
+            self.add_packet(packet)
+            return True
+        if packet.dts is not None and packet.time_base is not None:
+            self.video_packet_at(float(packet.dts * packet.time_base))
+        return False
+
+    def demux_rest(self, container: av.container.InputContainer) -> None:
+        """Read on while rgb samples wait for their audio: the video stopped at a frame cap."""
+        if not self.waiting or self.stream is None:
+            return
+        try:
+            for packet in container.demux(container.streams.video[0], self.stream):
+                self.route(packet)
+                if not self.waiting:
+                    break
+        except av.error.FFmpegError as error:
+            self.stop(f"broken data ({error})")
+
     def add_packet(self, packet: av.Packet) -> None:
         """Decode one demuxed audio packet; a broken one ends the audio (kept, truncated)."""
         if not self._decoding:

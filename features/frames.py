@@ -225,16 +225,10 @@ def _audio_chunks(track: AudioTrack | None, count: int | None) -> Iterator[Audio
 def _finish_audio(
     container: av.container.InputContainer, track: AudioTrack, report: DecodeReport, capped: bool
 ) -> None:
-    """After the video: demux on (audio only) while the last samples wait for their audio,
-    when the frame cap stopped the video early; then drain the audio and fill in the report."""
-    if capped and track.waiting and not report.truncated:
-        try:
-            for packet in container.demux(container.streams.video[0], track.stream):
-                _route(packet, track)
-                if not track.waiting:
-                    break
-        except av.error.FFmpegError as error:
-            track.stop(f"broken data ({error})")
+    """After the video: when the frame cap stopped it early, demux on while the last samples
+    wait for their audio; then drain the audio and fill in the report."""
+    if capped and not report.truncated:
+        track.demux_rest(container)
     cut_file_end = None
     if report.truncated and container.duration:
         cut_file_end = float(((container.start_time or 0) + container.duration) * _AV_TIME_BASE)
@@ -243,16 +237,6 @@ def _finish_audio(
     report.audio_truncated = track.truncated
     report.audio_error = track.error
     report.audio_peak_buffered = track.peak_buffered
-
-
-def _route(packet: av.Packet, track: AudioTrack) -> bool:
-    """Hand an audio packet to the track (True), or note a video packet's time (False)."""
-    if packet.stream.type == "audio":
-        track.add_packet(packet)
-        return True
-    if packet.dts is not None and packet.time_base is not None:
-        track.video_packet_at(float(packet.dts * packet.time_base))
-    return False
 
 
 def _open(source: str | BinaryIO, name: str, report: DecodeReport) -> av.container.InputContainer:
@@ -341,7 +325,7 @@ def _decode(
     audio = () if track is None or track.stream is None else (track.stream,)
     try:
         for packet in container.demux(stream, *audio):
-            if track is None or not _route(packet, track):
+            if track is None or not track.route(packet):
                 yield from packet.decode()
     except av.error.FFmpegError as error:
         report.error = str(error)  # _timed_frames words it once it knows what came out
