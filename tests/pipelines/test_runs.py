@@ -27,20 +27,23 @@ from tests.extraction import (
 )
 
 VIDEOS = 6
-# A PCA made up front: runs that need not fit one skip the fit pass (about 40% of a run).
+# PCAs made up front (rgb and audio): runs that need not fit one skip the fit pass (about 40%
+# of a run).
 SHARED_PCA: list[str] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
 def shared_pca(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pca") / "pca.npz"
-    features = np.random.default_rng(0).normal(size=(64, 256)).astype(np.float32)
-    fit_pca(features, 32).save(str(path))
-    SHARED_PCA[:] = ["--pca", str(path)]
+    folder = tmp_path_factory.mktemp("pca")
+    rng = np.random.default_rng(0)
+    fit_pca(rng.normal(size=(64, 256)).astype(np.float32), 32).save(str(folder / "pca.npz"))
+    audio = rng.normal(size=(256, 128)).astype(np.float32)
+    fit_pca(audio, 128).save(str(folder / "audio_pca.npz"))
+    SHARED_PCA[:] = ["--pca", str(folder / "pca.npz"), "--audio_pca", str(folder / "audio_pca.npz")]
 
 
 def extract(library, output, *flags: str) -> extraction.Extracted:
-    """extraction.extract with the shared PCA (a later --pca in `flags` wins)."""
+    """extraction.extract with the shared PCAs (a later --pca in `flags` wins)."""
     return extraction.extract(library, output, *SHARED_PCA, *flags)
 
 
