@@ -1,5 +1,6 @@
 """Scoring whole videos and their segments with a trained pooling model (numpy in and out)."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import keras
@@ -16,46 +17,71 @@ class VideoScores:
     segments: np.ndarray  # [S, C] per segment, smoothed over the last `smooth` segments
 
 
+Frames = Mapping[str, np.ndarray] | np.ndarray  # feature name -> [T, D]; a bare array is rgb
+
+
+def named(frames: Frames) -> Mapping[str, np.ndarray]:
+    return frames if isinstance(frames, Mapping) else {RGB_KEY: frames}
+
+
 class WindowScorer:
     """A model's probabilities for batches of padded windows, through one graph traced for
-    any batch size and length (eager Keras calls cost ~7x more per video)."""
+    any batch size and length (eager Keras calls cost ~7x more per video). Takes every
+    frame-level input of the model (rgb, audio, ...), in `feature_names`."""
 
     def __init__(self, model: keras.Model) -> None:
-        feature_size = model.input[RGB_KEY].shape[-1]
+        inputs = [tensor for tensor in model.inputs if tensor.name != NUM_FRAMES_KEY]
+        self.feature_names: tuple[str, ...] = tuple(tensor.name for tensor in inputs)
+        self.feature_sizes: tuple[int, ...] = tuple(int(tensor.shape[-1]) for tensor in inputs)
         signature = [
-            tf.TensorSpec([None, None, feature_size], tf.float32),
+            {
+                name: tf.TensorSpec([None, None, size], tf.float32)
+                for name, size in zip(self.feature_names, self.feature_sizes, strict=True)
+            },
             tf.TensorSpec([None], tf.int32),
         ]
 
         @tf.function(input_signature=signature, reduce_retracing=True)
-        def predict(frames: tf.Tensor, num_frames: tf.Tensor) -> tf.Tensor:
-            return model({RGB_KEY: frames, NUM_FRAMES_KEY: num_frames}, training=False)
+        def predict(frames: dict[str, tf.Tensor], num_frames: tf.Tensor) -> tf.Tensor:
+            return model({**frames, NUM_FRAMES_KEY: num_frames}, training=False)
 
         self._predict = predict
 
-    def __call__(self, frames: np.ndarray, num_frames: np.ndarray) -> np.ndarray:
-        return self._predict(frames, num_frames).numpy()  # [B, C] float32
+    def __call__(self, frames: Frames, num_frames: np.ndarray) -> np.ndarray:
+        """frames: name -> [B, T, D] float32 (a bare array: rgb); returns [B, C] float32."""
+        given = named(frames)
+        return self._predict({name: given[name] for name in self.feature_names}, num_frames).numpy()
 
 
-def predict_windows(scorer: WindowScorer, windows: list[np.ndarray], batch_size: int) -> np.ndarray:
+def predict_windows(scorer: WindowScorer, windows: list[Frames], batch_size: int) -> np.ndarray:
     """Model probabilities for frame windows of different lengths, padded and masked.
 
-    windows: each [t, D] float32 with t >= 1; returns [len(windows), C] float32.
+    windows: each name -> [t, D] float32 (or a bare [t, D] rgb array) with t >= 1, the same t
+    for every name; returns [len(windows), C] float32.
     """
     outputs = []
     for start in range(0, len(windows), batch_size):
-        batch = windows[start : start + batch_size]
-        lengths = np.array([len(window) for window in batch], np.int32)
-        padded = np.zeros((len(batch), lengths.max(), batch[0].shape[1]), np.float32)
-        for row, window in enumerate(batch):
-            padded[row, : len(window)] = window
+        batch = [named(window) for window in windows[start : start + batch_size]]
+        lengths = np.array([len(next(iter(window.values()))) for window in batch], np.int32)
+        padded = {}
+        for name in batch[0]:
+            dims = batch[0][name].shape[1]
+            padded[name] = np.zeros((len(batch), lengths.max(), dims), np.float32)
+            for row, window in enumerate(batch):
+                padded[name][row, : lengths[row]] = window[name]
         outputs.append(np.asarray(scorer(padded, lengths), np.float32))
     return np.concatenate(outputs)
 
 
-def split_frames(frames: np.ndarray, window: int) -> list[np.ndarray]:
-    """Consecutive windows of `window` frames; the last one may be shorter."""
-    return [frames[start : start + window] for start in range(0, len(frames), window)]
+def split_frames(frames: Frames, window: int) -> list[Frames]:
+    """Consecutive windows of `window` frames (of every feature); the last may be shorter."""
+    if not isinstance(frames, Mapping):
+        return [frames[start : start + window] for start in range(0, len(frames), window)]
+    total = len(next(iter(frames.values())))
+    return [
+        {name: values[start : start + window] for name, values in frames.items()}
+        for start in range(0, total, window)
+    ]
 
 
 def trailing_mean(scores: np.ndarray, window: int) -> np.ndarray:
@@ -68,13 +94,13 @@ def trailing_mean(scores: np.ndarray, window: int) -> np.ndarray:
 
 def score_video(
     scorer: WindowScorer,
-    frames: np.ndarray,
+    frames: Frames,
     max_frames: int,
     frames_per_segment: int,
     smooth: int,
     batch_size: int = 32,
 ) -> VideoScores:
-    """frames: [T, D] float32 dequantized features, T >= 1."""
+    """frames: name -> [T, D] float32 dequantized features (a bare array: rgb), T >= 1."""
     clips = predict_windows(scorer, split_frames(frames, max_frames), batch_size)
     segments = predict_windows(scorer, split_frames(frames, frames_per_segment), batch_size)
     return VideoScores(clips.mean(axis=0), trailing_mean(segments, smooth))
