@@ -35,8 +35,9 @@ def one_line_error(capsys) -> str:
     return lines[0]
 
 
-def model_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
-    return {"rgb": window[None], "num_frames": np.array([len(window)], np.int32)}
+def model_inputs(window: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    frames = len(window["rgb"])
+    return {**{name: values[None] for name, values in window.items()}, "num_frames": [frames]}
 
 
 def tag(model, source, output, *flags) -> dict:
@@ -168,7 +169,8 @@ def test_long_video_is_tagged_whole_by_clip_averaging(model, extracted, tmp_path
     tags = pd.read_parquet(tmp_path / "tags.parquet")
     tags = tags[tags.id == longest.video_id].sort_values("label_index")
     keras_model = model_dir.load_model(str(model))
-    frames = dequantize(longest.features["rgb"])
+    frames = {name: dequantize(values) for name, values in longest.features.items()}
+    assert set(frames) == {"rgb", "audio"}
     windows = tagging.split_frames(frames, CLIP_FRAMES)
     clips = tagging.predict_windows(tagging.WindowScorer(keras_model), windows, 8)
     eager = [np.asarray(keras_model(model_inputs(window)))[0] for window in windows]
