@@ -36,8 +36,8 @@ def one_line_error(capsys) -> str:
 
 
 def model_inputs(window: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    frames = len(window["rgb"])
-    return {**{name: values[None] for name, values in window.items()}, "num_frames": [frames]}
+    num_frames = np.array([len(window["rgb"])], np.int32)
+    return {**{name: values[None] for name, values in window.items()}, "num_frames": num_frames}
 
 
 def tag(model, source, output, *flags) -> dict:
