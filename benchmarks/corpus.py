@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.synthetic_video import write_video
+from features.synthetic_video import Sound, write_video
 
 DEFAULT_CACHE_DIR = "/tmp/framevlad-bench"
 _NOISE_LEVELS = 14  # 3-5 Mbit/s at 720p30 with x264 veryfast: a typical upload's bitrate
@@ -32,11 +32,14 @@ class ClipSpec:
     fps: int
     seconds: float
     seed: int
+    audio: bool = False  # a 48 kHz AAC track (a tone over noise) as long as the video
 
     @property
     def file_name(self) -> str:
+        sound = "_audio" if self.audio else ""
         return (
-            f"shapes_{self.width}x{self.height}_{self.fps}fps_{self.seconds:g}s_seed{self.seed}.mp4"
+            f"shapes_{self.width}x{self.height}_{self.fps}fps_{self.seconds:g}s_seed{self.seed}"
+            f"{sound}.mp4"
         )
 
 
@@ -86,7 +89,8 @@ def moving_shapes(spec: ClipSpec) -> Iterator[np.ndarray]:
 def write_clip(spec: ClipSpec, path: str) -> str:
     """Encode `spec` into `path` (written beside it, then renamed: no half files in the cache)."""
     partial = path + ".partial.mp4"
-    write_video(partial, moving_shapes(spec), fps=spec.fps)
+    sound = Sound(440.0, 0.2, 0.05, seed=spec.seed) if spec.audio else None
+    write_video(partial, moving_shapes(spec), fps=spec.fps, sound=sound)
     os.replace(partial, path)
     return path
 

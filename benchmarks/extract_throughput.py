@@ -3,12 +3,18 @@
     python benchmarks/extract_throughput.py [--backbone inception_v3] [--clips 3] [--seconds 60]
         [--cache_dir /tmp/framevlad-bench] [--frames_per_batch 32] [Beam flags for the job...]
 
-Every rate is in sampled (1 fps, i.e. output) frames per second:
+The clips carry a 48 kHz AAC track. Every rate is in sampled (1 fps, i.e. output) frames per
+second; an audio row counts as one frame (one example per rgb sample):
   decode-only   iter_frame_chunks(fps=1, frame_size=backbone input) over the corpus
   bare CNN      FrameEmbedder on the same decoded uint8 frames (graph traced beforehand)
+  audio decode  decode_audio: the first audio stream, resampled to 16 kHz mono
+  log-mel       log_mel_spectrogram + examples_at (one 0.96 s example per rgb sample)
+  audio CNN     AudioEmbedder (VGGish, random weights) on those examples (traced beforehand)
   pipeline      extract_features (DirectRunner, --weights random, --pca a pca.npz fitted
                 beforehand, so the PCA fit pass is excluded): frames written / job wall time;
-                a 5 s clip estimates the job's fixed cost, giving a steady-state rate too
+                a 5 s clip estimates the job's fixed cost, giving a steady-state rate too;
+                once with --streams rgb, once with --streams rgb,audio (--audio_weights
+                random, --audio_pca fitted beforehand): audio's share of the wall time
   naive         every frame decoded to an ndarray, nearest one per second kept, tf.image.resize,
                 model.predict on one frame at a time
 Unrecognised flags go to both job runs (e.g. --direct_num_workers 2).
@@ -34,17 +40,20 @@ import numpy as np
 import tensorflow as tf
 from corpus import DEFAULT_CACHE_DIR, ClipSpec, ensure_clips
 
+from features.audio import decode_audio, examples_at, log_mel_spectrogram
 from features.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from features.embedder import FrameEmbedder
 from features.formats import MANIFEST_FILE, MAX_PCA_DIMS
 from features.frames import iter_frame_chunks
 from features.manifest import read_manifest
 from features.pca import PcaRankWarning, fit_pca
+from features.vggish import EMBEDDING_DIMS, AudioEmbedder, build_vggish
 
 HEIGHT, WIDTH, FPS = 720, 1280, 30
 OVERHEAD_CLIP_SECONDS = 5
 PIPELINE_TARGET = 0.8  # pipeline / min(decode-only, bare CNN)
 NAIVE_TARGET = 2.0  # pipeline / naive
+AUDIO_TARGET = 0.30  # extra wall time of rgb,audio over rgb, at most
 
 T = TypeVar("T")
 
@@ -78,6 +87,20 @@ def decode_only(paths: list[str], frame_size: tuple[int, int]) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+def audio_decode(paths: list[str]) -> list[np.ndarray]:
+    """Each clip's first audio stream as 16 kHz mono -> [N] float32 per clip."""
+    return [decode_audio(path).samples for path in paths]
+
+
+def log_mel_examples(waveforms: list[np.ndarray], rows_per_clip: list[int]) -> np.ndarray:
+    """One 0.96 s log-mel example per 1 fps sample of each clip -> [n, 96, 64] float32."""
+    examples = [
+        examples_at(log_mel_spectrogram(samples), np.arange(rows, dtype=np.float64))
+        for samples, rows in zip(waveforms, rows_per_clip, strict=True)
+    ]
+    return np.concatenate(examples)
+
+
 def naive_loop(paths: list[str], model: keras.Model, frame_size: tuple[int, int]) -> int:
     """What a first script does: decode and convert every frame, predict one at a time.
 
@@ -104,14 +127,19 @@ def naive_loop(paths: list[str], model: keras.Model, frame_size: tuple[int, int]
 
 
 def run_job(
-    input_dir: str, output: str, args: argparse.Namespace, pca_path: str
+    input_dir: str, output: str, args: argparse.Namespace, pca_path: str, audio_pca: str = ""
 ) -> tuple[int, Timing]:
-    """Runs extract_features in a fresh process, as a user would -> frames written, timing."""
+    """Runs extract_features in a fresh process, as a user would -> frames written, timing.
+
+    With `audio_pca` the job writes rgb and audio (random VGGish), else rgb only."""
+    streams = ["--streams", "rgb"]
+    if audio_pca:
+        streams = ["--streams", "rgb,audio", "--audio_weights", "random", "--audio_pca", audio_pca]
     command = [
         sys.executable, "-m", "pipelines.extract_features",
         "--input", input_dir, "--output", output, "--backbone", args.backbone,
         "--weights", "random", "--pca", pca_path, "--max_frames", "0",
-        "--frames_per_batch", str(args.frames_per_batch), *args.job_args,
+        "--frames_per_batch", str(args.frames_per_batch), *streams, *args.job_args,
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     start_wall, start_cpu = time.perf_counter(), _children_cpu_s()
@@ -146,7 +174,12 @@ def print_tables(
         print(f"| {name} | {count} | {wall} | {cores} | {rate:.2f} |")
     print("\n| ratio | value | target |\n|---|---:|---:|")
     for name, value, target in ratios:
-        verdict = "" if target is None else f"≥ {target:g} {'met' if value >= target else 'MISSED'}"
+        if target is None:
+            verdict = ""
+        elif target < 0:  # an upper bound: -target at most
+            verdict = f"≤ {-target:g} {'met' if value <= -target else 'MISSED'}"
+        else:
+            verdict = f"≥ {target:g} {'met' if value >= target else 'MISSED'}"
         print(f"| {name} | {value:.2f} | {verdict} |")
 
 
@@ -160,12 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     args, args.job_args = parser.parse_known_args(argv)
     spec = BACKBONES[args.backbone]
 
-    corpus_dir = os.path.join(args.cache_dir, f"{WIDTH}x{HEIGHT}_{FPS}fps_{args.seconds:g}s")
+    corpus_dir = os.path.join(args.cache_dir, f"{WIDTH}x{HEIGHT}_{FPS}fps_{args.seconds:g}s_audio")
     paths = ensure_clips(
-        [ClipSpec(HEIGHT, WIDTH, FPS, args.seconds, seed) for seed in range(args.clips)], corpus_dir
+        [
+            ClipSpec(HEIGHT, WIDTH, FPS, args.seconds, seed, audio=True)
+            for seed in range(args.clips)
+        ],
+        corpus_dir,
     )
-    overhead_dir = os.path.join(args.cache_dir, f"{WIDTH}x{HEIGHT}_{FPS}fps_overhead")
-    ensure_clips([ClipSpec(HEIGHT, WIDTH, FPS, OVERHEAD_CLIP_SECONDS, 100)], overhead_dir)
+    overhead_dir = os.path.join(args.cache_dir, f"{WIDTH}x{HEIGHT}_{FPS}fps_overhead_audio")
+    ensure_clips([ClipSpec(HEIGHT, WIDTH, FPS, OVERHEAD_CLIP_SECONDS, 100, True)], overhead_dir)
     # The job reads a folder; the corpus folder must hold exactly these clips.
     extra = sorted(set(os.listdir(corpus_dir)) - {os.path.basename(path) for path in paths})
     if extra:
@@ -181,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     embedder.embed(frames[: args.frames_per_batch])  # traces the graph, untimed
     features, cnn = timed(embedder.embed, frames)
     print(f"bare CNN:    {len(frames)} frames in {cnn.wall_s:.1f} s")
+    rows_per_clip = [len(decode_only([path], (8, 8))) for path in paths]  # untimed, tiny frames
+    waveforms, audio = timed(audio_decode, paths)
+    examples, mel = timed(log_mel_examples, waveforms, rows_per_clip)
+    audio_embedder = AudioEmbedder(build_vggish("random"), args.frames_per_batch)
+    audio_embedder.embed(examples[: args.frames_per_batch])  # traces the graph, untimed
+    audio_features, audio_cnn = timed(audio_embedder.embed, examples)
+    print(f"audio:       {len(examples)} examples: decode {audio.wall_s:.1f} s, log-mel "
+          f"{mel.wall_s:.1f} s, CNN {audio_cnn.wall_s:.1f} s")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="framevlad-throughput-") as work:
         pca_path = os.path.join(work, "pca.npz")
@@ -188,16 +233,29 @@ def main(argv: list[str] | None = None) -> int:
             # Fewer samples than dims leaves zero-variance components; speed does not care.
             warnings.simplefilter("ignore", PcaRankWarning)
             fit_pca(features, min(MAX_PCA_DIMS, spec.feature_dims)).save(pca_path)
+            audio_pca = os.path.join(work, "audio_pca.npz")
+            fit_pca(audio_features, EMBEDDING_DIMS).save(audio_pca)
         job_frames, job = run_job(corpus_dir, os.path.join(work, "out"), args, pca_path)
         print(f"pipeline:    {job_frames} frames in {job.wall_s:.1f} s")
         small_frames, small = run_job(overhead_dir, os.path.join(work, "small"), args, pca_path)
         print(f"pipeline on one {OVERHEAD_CLIP_SECONDS} s clip: {small_frames} frames in "
               f"{small.wall_s:.1f} s")  # fmt: skip
+        both = run_job(corpus_dir, os.path.join(work, "both"), args, pca_path, audio_pca)
+        print(f"pipeline rgb,audio: {both[0]} frames in {both[1].wall_s:.1f} s")
+        small_both = run_job(
+            overhead_dir, os.path.join(work, "small_both"), args, pca_path, audio_pca
+        )
 
     naive_frames, naive = timed(naive_loop, paths, model, spec.input_size)
     print(f"naive loop:  {naive_frames} frames in {naive.wall_s:.1f} s")
 
     steady = Timing(job.wall_s - small.wall_s, job.cpu_s - small.cpu_s)
+    steady_both = Timing(both[1].wall_s - small_both[1].wall_s, both[1].cpu_s - small_both[1].cpu_s)
+    audio_parts = Timing(
+        audio.wall_s + mel.wall_s + audio_cnn.wall_s, audio.cpu_s + mel.cpu_s + audio_cnn.cpu_s
+    )
+    rgb_parts = Timing(decode.wall_s + cnn.wall_s, decode.cpu_s + cnn.cpu_s)
+    n = len(examples)
     steady_frames = job_frames - small_frames
     decode_fps, cnn_fps = len(frames) / decode.wall_s, len(frames) / cnn.wall_s
     job_fps, steady_fps = job_frames / job.wall_s, steady_frames / steady.wall_s
@@ -215,6 +273,17 @@ def main(argv: list[str] | None = None) -> int:
          small_frames / small.wall_s),
         ("pipeline, steady state (difference of the two)", steady_frames, steady, steady_fps),
         ("naive loop (predict per frame)", naive_frames, naive, naive_fps),
+        ("audio decode + resample to 16 kHz (decode_audio)", n, audio, n / audio.wall_s),
+        ("audio log-mel + examples (log_mel_spectrogram)", n, mel, n / mel.wall_s),
+        ("audio CNN (AudioEmbedder, VGGish)", n, audio_cnn, n / audio_cnn.wall_s),
+        ("audio parts, summed", n, audio_parts, n / audio_parts.wall_s),
+        ("rgb parts (decode-only + bare CNN), summed", len(frames), rgb_parts,
+         len(frames) / rgb_parts.wall_s),
+        ("pipeline rgb,audio, job wall time", both[0], both[1], both[0] / both[1].wall_s),
+        (f"pipeline rgb,audio, one {OVERHEAD_CLIP_SECONDS} s clip", small_both[0], small_both[1],
+         small_both[0] / small_both[1].wall_s),
+        ("pipeline rgb,audio, steady state", both[0] - small_both[0], steady_both,
+         (both[0] - small_both[0]) / steady_both.wall_s),
         ("bound, decode and CNN take turns: 1/(1/d + 1/c)", len(frames), None, turns_fps),
         ("bound, decode and CNN overlap on all cores (CPU work)", len(frames), None, overlap_fps),
     ]  # fmt: skip
@@ -226,6 +295,17 @@ def main(argv: list[str] | None = None) -> int:
         ("take-turns bound / min(decode, CNN)", turns_fps / parts_fps, None),
         ("overlap bound / min(decode, CNN)", overlap_fps / parts_fps, None),
         ("pipeline steady state / take-turns bound", steady_fps / turns_fps, None),
+        (
+            "audio extra wall time: rgb,audio job / rgb job - 1",
+            both[1].wall_s / job.wall_s - 1,
+            -AUDIO_TARGET,
+        ),
+        (
+            "audio extra wall time, steady state",
+            steady_both.wall_s / steady.wall_s - 1,
+            -AUDIO_TARGET,
+        ),
+        ("audio parts / rgb parts (wall, summed)", audio_parts.wall_s / rgb_parts.wall_s, None),
     ]
     print(f"\nload average {load_average()}, {os.cpu_count()} cores\n")
     print_tables(rows, ratios)
