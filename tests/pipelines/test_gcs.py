@@ -34,7 +34,8 @@ def bucket_library(gcs_bucket, tmp_path_factory) -> str:
 def gcs_args(source: str, output: str, *extra: str) -> list[str]:
     return [
         "--input", source, "--output", output, "--backbone", "tiny", "--weights", "random",
-        "--pca_dims", "16", "--labels", f"{source}/labels.csv", *extra,
+        "--audio_weights", "random", "--pca_dims", "16", "--audio_pca_dims", "16",
+        "--labels", f"{source}/labels.csv", *extra,
     ]  # fmt: skip
 
 
