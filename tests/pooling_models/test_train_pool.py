@@ -25,11 +25,12 @@ def extract_library(tmp_path_factory, name: str, videos: int, seed: int, *flags:
 
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
-    """A training library and an unseen one (another seed) extracted with the first one's PCA
-    and vocabulary."""
+    """A training library and an unseen one (another seed) extracted with the first one's PCAs
+    and vocabulary; both streams (rgb, audio), as extract_features does by default."""
     train = extract_library(tmp_path_factory, "train", TRAIN_VIDEOS, 0)
     shared = ["--vocabulary", str(train.output / "vocabulary.csv")]
     shared += ["--pca", str(train.output / "pca.npz")]
+    shared += ["--audio_pca", str(train.output / "audio_pca.npz")]
     return train, extract_library(tmp_path_factory, "held_out", EVAL_VIDEOS, 1, *shared)
 
 
@@ -55,16 +56,26 @@ def test_model_dir_holds_the_contract(netvlad_model, libraries):
     train, _ = libraries
     for name in ("model.keras", "metrics.json", "train_config.json", "manifest.json"):
         assert (netvlad_model / name).is_file(), name
-    for name in ("pca.npz", "vocabulary.csv"):
+    for name in ("pca.npz", "audio_pca.npz", "vocabulary.csv"):
         assert (netvlad_model / name).read_bytes() == (train.output / name).read_bytes()
     metrics = json.loads((netvlad_model / "metrics.json").read_text())
     assert set(metrics) == {"gap", "hit_at_1", "hit_at_5", "perr", "map", "num_videos"}
     config = json.loads((netvlad_model / "train_config.json").read_text())
     assert config["raw_video_tagging"] is True and config["model"]["pooling"] == "netvlad"
-    # The contract tagging builds on: {"rgb": [B, T, D], "num_frames": [B]} -> [B, C].
+    # The manifest's streams, without --feature_names; audio pools with half the clusters.
+    assert config["model"]["feature_names"] == ["rgb", "audio"]
+    assert config["model"]["feature_sizes"] == [32, 128]
+    # The contract tagging builds on: {"rgb": [B, T, D], "audio": [B, T, 128],
+    # "num_frames": [B]} -> [B, C].
     model = model_dir.load_model(str(netvlad_model))
-    frames = np.random.default_rng(0).normal(size=(2, 13, 32)).astype(np.float32)
-    probabilities = np.asarray(model({"rgb": frames, "num_frames": np.array([13, 4], np.int32)}))
+    assert model.get_layer("audio_netvlad").cluster_size == 4
+    rng = np.random.default_rng(0)
+    inputs = {
+        "rgb": rng.normal(size=(2, 13, 32)).astype(np.float32),
+        "audio": rng.normal(size=(2, 13, 128)).astype(np.float32),
+        "num_frames": np.array([13, 4], np.int32),
+    }
+    probabilities = np.asarray(model(inputs))
     assert probabilities.shape == (2, 4) and ((probabilities > 0) & (probabilities < 1)).all()
 
 
@@ -108,7 +119,7 @@ def test_video_level_logistic(libraries, tmp_path):
     args[1] = str(train.output / "video/*.tfrecord")
     assert train_pool.main(args) == 0
     config = json.loads((tmp_path / "train_config.json").read_text())
-    assert config["model"]["feature_names"] == ["mean_rgb"]
+    assert config["model"]["feature_names"] == ["mean_rgb", "mean_audio"]
 
 
 def test_data_without_manifest_trains_with_a_warning(libraries, tmp_path):
