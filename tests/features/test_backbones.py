@@ -84,6 +84,7 @@ def test_tiny_features_are_informative(tiny_model: keras.Model) -> None:
     assert_informative(FrameEmbedder(tiny_model).embed(smooth_frames(32, TINY.input_size)))
 
 
+@pytest.mark.slow  # a full InceptionV3 (~13 s on 2 cores); the tiny backbone covers the default run
 def test_inception_random_features_are_informative() -> None:
     spec = BACKBONES["inception_v3"]
     model = build_backbone("inception_v3", "random", seed=3)
@@ -204,7 +205,12 @@ def test_legacy_h5_loads_into_tiny(tiny_model: keras.Model, tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["inception_v3", "resnet50", "efficientnet_b0", "mobilenet_v3_small"],
+    [
+        pytest.param("inception_v3", marks=pytest.mark.slow),  # full-size builds: ~15 s each
+        pytest.param("resnet50", marks=pytest.mark.slow),
+        pytest.param("efficientnet_b0", marks=pytest.mark.slow),
+        "mobilenet_v3_small",
+    ],
 )
 def test_imagenet_cache_matches_keras_applications(name, monkeypatch, tmp_path) -> None:
     """A cached notop file gives what keras.applications(weights="imagenet") computes."""

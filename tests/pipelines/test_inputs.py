@@ -44,7 +44,7 @@ def test_symlinks_are_followed_and_a_dangling_one_is_a_failure(linked_library):
 
 def test_every_path_met_is_in_the_records_or_the_dead_letter(extracted, linked_library, tmp_path):
     pca = str(extracted.output / "pca.npz")
-    result = extract(linked_library, tmp_path / "out", "--pca", pca)
+    result = extract(linked_library, tmp_path / "out", "--pca", pca, "--streams", "rgb")
     counts = result.manifest["counts"]
     assert counts["seen"] == counts["ok"] + counts["failed"] == 4
     assert counts["skipped_extension"] == {".txt": 1}

@@ -31,7 +31,9 @@ def labels_by_id(output) -> dict[str, list[int]]:
 
 
 def run(library, output, *flags) -> dict:
-    return extract(library, output, "--pca", str(pca_path(output)), *flags).manifest
+    """rgb only: these tests are about labels, and the audio stream would only add time."""
+    pca = str(pca_path(output))
+    return extract(library, output, "--pca", pca, "--streams", "rgb", *flags).manifest
 
 
 def pca_path(output):
@@ -119,7 +121,9 @@ def test_a_given_vocabulary_that_would_renumber_is_refused(library, tmp_path, ca
     reordered = tmp_path / "vocabulary.csv"
     names = Vocabulary.from_csv((output / "vocabulary.csv").read_text()).names
     reordered.write_text(Vocabulary(tuple(reversed(names))).to_csv())
-    args = tiny_args(library, output, "--labels_from_folders", "--skip_existing")
+    args = tiny_args(
+        library, output, "--labels_from_folders", "--skip_existing", "--streams", "rgb"
+    )
     assert exit_status([*args, "--vocabulary", str(reordered)]) == 2
     assert "would renumber" in one_line_error(capsys)
 
