@@ -58,7 +58,9 @@ class DecodeFrames(beam.DoFn):
         chunk: int,
         keep_thumbnail: bool = False,
         audio: bool = False,
+        progress_token: str = "",
     ) -> None:
+        self._progress_token = progress_token
         self._fps = fps
         self._max_frames = max_frames
         self._frame_size = frame_size
@@ -88,11 +90,13 @@ class DecodeFrames(beam.DoFn):
                         picker.add(frame)
                     yield key, chunk.frames
         except frames.VideoDecodeError as error:
+            self._report_progress(0)
             yield beam.pvalue.TaggedOutput(
                 FAILED, Failure(video.path, video.video_id, error.reason, str(error))
             )
             return
         except OSError as error:
+            self._report_progress(0)
             yield beam.pvalue.TaggedOutput(
                 FAILED, Failure(video.path, video.video_id, READ_ERROR, str(error))
             )
@@ -108,7 +112,14 @@ class DecodeFrames(beam.DoFn):
             has_audio=report.has_audio,
             audio_truncated=report.audio_truncated,
         )
+        self._report_progress(report.frames)
         yield beam.pvalue.TaggedOutput(SUMMARY, (beam_key(video.video_id), summary))
+
+    def _report_progress(self, frames_done: int) -> None:
+        """Tells the launcher's Progress line, from inside the decode loop's own step, that a
+        video is done: a step downstream of it may only run once every video is decoded."""
+        if self._progress_token:
+            progress.report(self._progress_token, frames_done)
 
 
 class WhitenAndQuantize(beam.DoFn):
@@ -186,18 +197,6 @@ def summary_key(name: str) -> str:
     return f"{name}/{SUMMARY}"
 
 
-class ReportProgress(beam.DoFn):
-    """Tells the launcher's Progress line that a video left the decoder."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def process(self, element: tuple[str, DecodeSummary] | Failure) -> Iterator[None]:
-        frames_done = 0 if isinstance(element, Failure) else element[1].frames
-        progress.report(self._token, frames_done)
-        return iter(())
-
-
 class DecodeAndEmbed(beam.PTransform):
     """VideoInput -> (EmbeddedVideo collection, Failure collection)."""
 
@@ -235,6 +234,7 @@ class DecodeAndEmbed(beam.PTransform):
                     self._frames_per_batch,
                     keep_thumbnail=self._keep_thumbnails and index == 0,
                     audio=with_audio,
+                    progress_token=self._progress_token if index == 0 else "",
                 )
             ).with_outputs(FAILED, SUMMARY, AUDIO_CHUNKS, main="chunks")
             joined[spec.name] = self._embed(spec, decoded.chunks)
@@ -242,12 +242,6 @@ class DecodeAndEmbed(beam.PTransform):
             failures.append(decoded[FAILED])
             if with_audio:
                 audio_chunks = decoded[AUDIO_CHUNKS]
-            if index == 0 and self._progress_token:
-                _ = (
-                    (decoded[SUMMARY], decoded[FAILED])
-                    | "DecodedVideos" >> beam.Flatten()
-                    | "ReportProgress" >> beam.ParDo(ReportProgress(self._progress_token))
-                )
         for spec in audio:
             joined[spec.name] = self._embed(spec, audio_chunks)
         assembled = (

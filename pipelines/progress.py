@@ -3,8 +3,8 @@
     extract_features: 12/40 videos, 35.2 frames/s, ETA 0:01:10
 
 The launcher starts a Progress (it knows the total: inputs are matched before the job) and
-the job's ReportProgress step tells it of each video as it leaves the decoder; that step
-runs in the launcher's process on the local runner (threads or not), and elsewhere finds no
+the job's decode step (DecodeFrames) tells it of each video as it leaves the decoder; that
+step runs in the launcher's process on the local runner (threads or not), and elsewhere finds no
 Progress and does nothing (Dataflow shows the Beam counters instead). Printed at the first
 video done and at least every `interval_s` after: one `\\r`-updated line on a terminal,
 plain lines otherwise.
