@@ -38,6 +38,7 @@ from features.formats import (
     DEFAULT_FPS,
     DEFAULT_MAX_FRAMES,
     DEFAULT_PCA_SAMPLE_FRAMES,
+    DEFAULT_STREAMS,
     FAILED_PREFIX,
     FRAME_DIR,
     MANIFEST_FILE,
@@ -93,7 +94,7 @@ def add_audio_flags(parser: Parser) -> None:
     parser.add_argument(
         "--streams",
         type=stream_list,
-        default=",".join(STREAM_NAMES),
+        default=",".join(DEFAULT_STREAMS),
         help="feature lists to write: rgb,audio or rgb (rgb first, always)",
     )
     parser.add_argument(
