@@ -2,11 +2,12 @@
 
     extract_features --input videos/ --output features/ [--labels labels.csv] [Beam options]
 
-Writes `<output>/frame/*.tfrecord` (SequenceExample: context id, labels, has_audio; feature
-lists rgb, audio), `<output>/video/*.tfrecord` (Example: id, labels, has_audio, mean_rgb,
-mean_audio), `pca.npz`, `audio_pca.npz`, `vocabulary.csv`, `failed-*.jsonl` (one line per
-input without features) and, last, `manifest.json`. `--streams rgb` writes rgb only (no
-audio keys, no has_audio), as YouTube-8M's starter extractor's records.
+Writes `<output>/frame/*.tfrecord` (SequenceExample: context id, labels, has_audio; one
+feature list per stream: rgb, audio and any of flow, i3d, c3d, fovea), `<output>/video/
+*.tfrecord` (Example: id, labels, has_audio, mean_<stream>), one PCA per stream (`pca.npz`,
+`<stream>_pca.npz`), `vocabulary.csv`, `failed-*.jsonl` (one line per input without
+features) and, last, `manifest.json`. `--streams rgb` writes rgb only (no audio keys, no
+has_audio), as YouTube-8M's starter extractor's records.
 
 Flags are parsed and checked before TensorFlow or Beam is imported: `--help` is instant.
 """
@@ -21,165 +22,38 @@ import time
 from typing import TYPE_CHECKING
 
 from features import storage
-from features.cli import (
-    Parser,
-    UsageError,
-    finite_float,
-    int_at_least,
-    positive_float,
-    quiet,
-    run_main,
-)
+from features.cli import Parser, UsageError, quiet, run_main
 from features.formats import (
     AUDIO_DIMS,
     AUDIO_KEY,
-    BACKBONE_NAMES,
-    DEFAULT_BACKBONE,
-    DEFAULT_FPS,
-    DEFAULT_MAX_FRAMES,
-    DEFAULT_PCA_SAMPLE_FRAMES,
-    DEFAULT_STREAMS,
+    C3D_BACKBONE,
+    C3D_DIMS,
+    C3D_FEATURE_DIMS,
+    C3D_FRAME_SIZE,
+    C3D_KEY,
     FAILED_PREFIX,
+    FLOW_KEY,
     FRAME_DIR,
+    I3D_KEY,
     MANIFEST_FILE,
     MAX_PCA_DIMS,
     RGB_KEY,
-    STREAM_NAMES,
     VGGISH_BACKBONE,
     VIDEO_DIR,
 )
 from features.streams import FeatureSpec, audio_spec
-from pipelines.beam_options import beam_option_names
+from pipelines import extract_flags
 from pipelines.config import ExtractConfig, FaultPlan
 from pipelines.inputs import resolve_input
 
 if TYPE_CHECKING:
     import apache_beam as beam
 
-PROG = "extract_features"
+PROG = extract_flags.PROG
 
 
 def build_parser() -> Parser:
-    parser = Parser(
-        PROG,
-        __doc__.split("\n\n")[0],
-        passthrough=beam_option_names,
-        epilog="Beam's own flags pass through (e.g. --runner, --direct_num_workers).",
-    )
-    parser.add_argument("--input", required=True, help="video folder (recursive), glob or gs://")
-    parser.add_argument("--output", required=True, help="output folder or gs:// prefix")
-    add_stream_flags(parser)
-    add_audio_flags(parser)
-    add_output_flags(parser)
-    return parser
-
-
-def stream_list(value: str) -> tuple[str, ...]:
-    """`--streams rgb,audio` -> ("rgb", "audio"); rgb is required and first."""
-    names = tuple(name.strip() for name in value.split(","))
-    unknown = [name for name in names if name not in STREAM_NAMES]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown stream {unknown[0]!r} in {value!r}: choose from {','.join(STREAM_NAMES)}"
-        )
-    if len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"{value!r} names a stream twice")
-    if names[0] != RGB_KEY:
-        raise argparse.ArgumentTypeError(f"{value!r}: rgb is required and comes first")
-    return names
-
-
-def add_audio_flags(parser: Parser) -> None:
-    """Which streams, and how the audio stream is computed: VGGish, its PCA."""
-    parser.add_argument(
-        "--streams",
-        type=stream_list,
-        default=",".join(DEFAULT_STREAMS),
-        help="feature lists to write: rgb,audio or rgb (rgb first, always)",
-    )
-    parser.add_argument(
-        "--audio_weights",
-        default="vggish",
-        help="vggish (a converted checkpoint in the Keras cache: see vggish_convert), "
-        "random (seeded He init, --seed) or a .weights.h5 file",
-    )
-    parser.add_argument(
-        "--audio_pca",
-        default="auto",
-        help="auto (reuse <output>/audio_pca.npz, else fit), fit, or an audio_pca.npz / "
-        "VGGish's vggish_pca_params.npz",
-    )
-    parser.add_argument(
-        "--audio_pca_dims",
-        type=int_at_least(1),
-        default=AUDIO_DIMS,
-        help="bytes per row of the audio feature list",
-    )
-
-
-def add_stream_flags(parser: Parser) -> None:
-    """How the rgb stream is computed: sampling, CNN, PCA."""
-    parser.add_argument(
-        "--fps", type=positive_float, default=DEFAULT_FPS, help="frames sampled per second"
-    )
-    parser.add_argument(
-        "--max_frames", type=int_at_least(0), default=DEFAULT_MAX_FRAMES, help="0 = no cap"
-    )
-    parser.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE, choices=BACKBONE_NAMES, help="frame CNN"
-    )
-    parser.add_argument(
-        "--weights",
-        default="imagenet",
-        help="imagenet (from the Keras cache), random (seeded He init) or a weights file",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
-    parser.add_argument(
-        "--frames_per_batch", type=int_at_least(1), default=32, help="frames per CNN batch"
-    )
-    parser.add_alias("--batch_size", "--frames_per_batch")
-    parser.add_argument(
-        "--pca",
-        default="auto",
-        help="auto (reuse <output>/pca.npz, else fit), fit, or a pca.npz / YouTube-8M PCA folder",
-    )
-    parser.add_argument(
-        "--pca_dims", type=int_at_least(1), help=f"unset: min({MAX_PCA_DIMS}, backbone dims)"
-    )
-    parser.add_argument(
-        "--pca_sample_frames",
-        type=int_at_least(2),
-        default=DEFAULT_PCA_SAMPLE_FRAMES,
-        help="frames sampled to fit the PCA",
-    )
-
-
-def add_output_flags(parser: Parser) -> None:
-    """Labels, ids and how a run adds to an output."""
-    labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--labels", default="", help="CSV `id,labels` (names or indices, ;-sep)")
-    labels.add_argument(
-        "--labels_from_folders", action="store_true", help="label = the video's parent folder"
-    )
-    parser.add_argument("--vocabulary", default="", help="reuse this Index,Name vocabulary.csv")
-    parser.add_argument("--id_root", default="", help="ids are paths relative to this folder")
-    parser.add_argument(
-        "--num_shards", type=int_at_least(0), default=0, help="0 = one per 1,000 videos"
-    )
-    parser.add_argument(
-        "--skip_existing",
-        action="store_true",
-        help="add to an output: process only videos not in a committed run",
-    )
-    parser.add_argument(
-        "--lease_timeout",
-        type=finite_float(0, low_open=True),
-        default=86400.0,
-        help="seconds after which another run's lease on --output counts as stale",
-    )
-    parser.add_argument(
-        "--break_lease", action="store_true", help="take over a stale lease on --output"
-    )
+    return extract_flags.build_parser(__doc__.split("\n\n")[0])
 
 
 def new_run_id() -> str:
@@ -213,32 +87,8 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
     """Flags -> a checked ExtractConfig (reads the backbone registry: imports Keras)."""
     from features import backbones
 
-    spec = backbones.BACKBONES[args.backbone]
     resolved = resolve_input(args.input, args.id_root)
-    rgb = FeatureSpec(
-        name=RGB_KEY,
-        backbone=args.backbone,
-        weights=args.weights,
-        seed=args.seed,
-        frame_size=spec.input_size,
-        fps=args.fps,
-        pca=args.pca,
-        dims=args.pca_dims or min(MAX_PCA_DIMS, spec.feature_dims),
-        pca_sample_frames=args.pca_sample_frames,
-    )
-    specs = (rgb,)
-    if AUDIO_KEY in args.streams:
-        check_audio_weights(args.audio_weights, args.seed)
-        specs += (
-            audio_spec(
-                weights=args.audio_weights,
-                seed=args.seed,
-                fps=args.fps,
-                pca=args.audio_pca,
-                dims=args.audio_pca_dims,
-                pca_sample_frames=args.pca_sample_frames,
-            ),
-        )
+    specs = stream_specs(args)
     config = ExtractConfig(
         input=resolved.given,
         input_pattern=resolved.pattern,
@@ -259,8 +109,69 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
         beam_args=tuple(beam_args),
     )
     feature_dims = {name: s.feature_dims for name, s in backbones.BACKBONES.items()}
-    config.validate({**feature_dims, VGGISH_BACKBONE: AUDIO_DIMS})
+    config.validate({**feature_dims, VGGISH_BACKBONE: AUDIO_DIMS, C3D_BACKBONE: C3D_FEATURE_DIMS})
     return config
+
+
+def stream_specs(args: argparse.Namespace) -> tuple[FeatureSpec, ...]:
+    """One FeatureSpec per --streams name, rgb first (reads the backbone registry)."""
+    from features import backbones
+
+    specs = []
+    for name in args.streams:
+        if name == AUDIO_KEY:
+            check_audio_weights(args.audio_weights, args.seed)
+            specs.append(
+                audio_spec(
+                    weights=args.audio_weights,
+                    seed=args.seed,
+                    fps=args.fps,
+                    pca=args.audio_pca,
+                    dims=args.audio_pca_dims,
+                    pca_sample_frames=args.pca_sample_frames,
+                )
+            )
+            continue
+        backbone, weights = visual_network(name, args)
+        if backbone == C3D_BACKBONE:
+            frame_size, network_dims = C3D_FRAME_SIZE, C3D_FEATURE_DIMS
+        else:
+            frame_size = backbones.BACKBONES[backbone].input_size
+            network_dims = backbones.BACKBONES[backbone].feature_dims
+        prefix = "" if name == RGB_KEY else f"{name}_"
+        default_dims = C3D_DIMS if name == C3D_KEY else min(MAX_PCA_DIMS, network_dims)
+        specs.append(
+            FeatureSpec(
+                name=name,
+                backbone=backbone,
+                weights=weights,
+                seed=args.seed,
+                frame_size=frame_size,
+                fps=args.fps,
+                pca=getattr(args, f"{prefix}pca"),
+                dims=getattr(args, f"{prefix}pca_dims") or default_dims,
+                pca_sample_frames=args.pca_sample_frames,
+            )
+        )
+    return tuple(specs)
+
+
+def visual_network(name: str, args: argparse.Namespace) -> tuple[str, str]:
+    """(backbone, --weights value) of a picture stream: rgb and fovea share --backbone and
+    --weights; flow adapts --backbone; i3d inflates --i3d_backbone; c3d is C3D."""
+    if name == FLOW_KEY:
+        return args.backbone, args.flow_weights
+    if name == I3D_KEY:
+        return args.i3d_backbone or args.backbone, args.i3d_weights
+    if name == C3D_KEY:
+        if not args.c3d_weights:
+            raise UsageError(
+                "the c3d stream has no default weights (no Sports-1M file ships with Keras)",
+                "--c3d_weights",
+                "pass a C3D .weights.h5 file, or random (seeded: tests and smoke runs)",
+            )
+        return C3D_BACKBONE, args.c3d_weights
+    return args.backbone, args.weights
 
 
 def check_audio_weights(weights: str, seed: int) -> None:

@@ -6,7 +6,6 @@ load or fit the PCA, then build and run the job with a progress line. Heavy (Bea
 the entry point imports this module only once flags are parsed.
 """
 
-import dataclasses
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -16,11 +15,11 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from features import backbones, labels, lease, storage
+from features import labels, lease, storage
 from features.cli import UsageError
-from features.formats import RGB_KEY, VGGISH_BACKBONE
+from features.formats import RGB_KEY
 from features.labels import Vocabulary
-from features.streams import FeatureSpec, stream_info
+from features.streams import stream_info
 from framevlad_proto import framevlad_pb2
 from pipelines import runs
 from pipelines.config import ExtractConfig, FaultPlan
@@ -29,6 +28,7 @@ from pipelines.inputs import ResolvedInput, find_inputs, no_videos_error
 from pipelines.labeling import choose_vocabulary, label_videos
 from pipelines.pca_fit import prepare_pcas
 from pipelines.progress import Progress
+from pipelines.stream_weights import resolve_spec_weights
 from pipelines.transforms import run_to_end
 
 PROG = "extract_features"
@@ -125,7 +125,7 @@ def plan_run(
     )
     if committed:
         check_same_streams(config, committed[-1])
-    weights = {spec.name: resolve_weights(spec) for spec in config.specs}
+    weights = {spec.name: resolve_spec_weights(spec, load=True) for spec in config.specs}
     pcas = prepare_pcas(config, options, found, dry_run, bool(committed))
     streams = [stream_info(spec, weights[spec.name], pcas[spec.name][0]) for spec in config.specs]
     pca_paths = {name: path for name, (_, path) in pcas.items()}
@@ -161,27 +161,6 @@ def read_vocabulary(path: str) -> Vocabulary | None:
     if not path:
         return None
     return Vocabulary.from_csv(storage.read_text(path), source=f"--vocabulary {path}")
-
-
-def resolve_weights(spec: FeatureSpec) -> backbones.WeightsSource:
-    """Checks and hashes the weights (a gs:// file is staged once); records the URL as given.
-
-    A weights file is loaded once here: one that is not an HDF5 file or belongs to another
-    network fails now, in one line, rather than inside the job on every worker."""
-    local = storage.stage_file(spec.weights)
-    if spec.backbone == VGGISH_BACKBONE:
-        from features import vggish
-
-        weights = vggish.resolve_vggish_weights(local, spec.seed)
-        if weights.kind == "path":
-            vggish.build_vggish(local, seed=spec.seed)
-    else:
-        weights = backbones.resolve_weights(spec.backbone, local, spec.seed)
-        if weights.kind == "path":
-            backbones.build_backbone(spec.backbone, weights=local, seed=spec.seed)
-    if storage.is_remote(spec.weights):
-        weights = dataclasses.replace(weights, path=spec.weights)
-    return weights
 
 
 def check_same_streams(config: ExtractConfig, latest: framevlad_pb2.Manifest) -> None:
