@@ -1,4 +1,4 @@
-"""A feature stream (rgb, audio; flow, clip later) is one small spec.
+"""A feature stream (rgb, audio, flow, i3d, c3d, fovea) is one small spec.
 
 Built from flags by extract_features' config, or from a model directory's manifest by
 tag_videos; the decode-and-embed transform computes one feature list per spec. Light on
@@ -15,7 +15,12 @@ from features.formats import (
     AUDIO_DIMS,
     AUDIO_FRAME_SIZE,
     AUDIO_KEY,
+    C3D_KEY,
+    CLIP_FRAMES,
     DEFAULT_PCA_SAMPLE_FRAMES,
+    FLOW_KEY,
+    FLOW_PAIRS,
+    I3D_KEY,
     PCA_FILE,
     RGB_KEY,
     VGGISH_BACKBONE,
@@ -56,6 +61,16 @@ class FeatureSpec:
     def pca_file(self) -> str:
         """The stream's PCA file in an output: pca.npz for rgb, audio_pca.npz for audio."""
         return PCA_FILE if self.name == RGB_KEY else f"{self.name}_{PCA_FILE}"
+
+    def samples_per_batch(self, frames_per_batch: int) -> int:
+        """Samples per CNN batch (and per decoded chunk): about `frames_per_batch` frames'
+        worth of pixels, so a clip stream's batches stay as big in memory as rgb's: a flow
+        sample stacks 2L channels, an i3d or c3d sample 16 frames."""
+        if self.name == FLOW_KEY:
+            return max(1, frames_per_batch * 3 // (2 * FLOW_PAIRS))
+        if self.name in (I3D_KEY, C3D_KEY):
+            return max(1, frames_per_batch // CLIP_FRAMES)
+        return frames_per_batch
 
     def flag(self, rgb_flag: str) -> str:
         """The stream's spelling of an rgb flag: --pca -> --audio_pca, --weights ->

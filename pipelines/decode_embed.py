@@ -2,13 +2,14 @@
 
     embedded, failures = videos | DecodeAndEmbed(specs, pca_paths, frames_per_batch, ...)
 
-Per stream (FeatureSpec): decode at the stream's rate and frame size → embed with its CNN
-(RunInference) → whiten with its PCA and quantize to bytes; then the streams of a video are
-joined by id into one EmbeddedVideo. The audio stream is not decoded on its own: rgb's
-DecodeFrames demuxes the file once and also yields one log-mel example per rgb sample
-(tagged AUDIO_CHUNKS), which VGGish embeds. extract_features turns those into records, tag_videos
-into scores. A video that cannot be decoded, or whose CNN or quantizer fails (an exception,
-a NaN), becomes a Failure (dead letter) and the job goes on.
+One DecodeFrames pass per video reads the file once and yields, per rgb sample, every
+stream's input: the frame (rgb), a log-mel example (audio), a stacked optical-flow field
+(flow), a 16-frame clip (i3d, c3d) and the centre crop (fovea), each stream's chunks under
+its own tag (chunks_tag). Per stream: embed with its network (RunInference) → whiten with its
+PCA and quantize to bytes; then the streams of a video are joined by id into one
+EmbeddedVideo. extract_features turns those into records, tag_videos into scores. A video
+that cannot be decoded, or whose CNN or quantizer fails (an exception, a NaN), becomes a
+Failure (dead letter) and the job goes on.
 """
 
 import io
@@ -18,8 +19,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import RunInference
 
-from features import frames, quantize, storage
-from features.formats import AUDIO_KEY
+from features import clips, frames, quantize, storage
+from features.formats import AUDIO_KEY, C3D_KEY, FLOW_KEY, FOVEA_KEY, I3D_KEY, RGB_KEY
 from features.pca import PcaTransform
 from features.streams import FeatureSpec
 from pipelines import progress
@@ -30,9 +31,57 @@ from pipelines.thumbnails import MiddleFramePicker
 
 FAILED = "failed"
 SUMMARY = "summary"
-AUDIO_CHUNKS = "audio_chunks"
+RGB_CHUNKS = "chunks"
 EMBED_ERROR = "embed_error"
 READ_ERROR = "read_error"
+
+
+def chunks_tag(stream: str) -> str:
+    """DecodeFrames' output tag of a stream's inputs: "chunks" for rgb, "audio_chunks", ..."""
+    return RGB_CHUNKS if stream == RGB_KEY else f"{stream}_chunks"
+
+
+def sample_views(
+    specs: Sequence[FeatureSpec], frames_per_batch: int
+) -> tuple[clips.ClipView | clips.FoveaView, ...]:
+    """What DecodeFrames cuts around each sample for the picture streams after rgb."""
+    views = []
+    for spec in specs[1:]:
+        chunk = spec.samples_per_batch(frames_per_batch)
+        if spec.name == FLOW_KEY:
+            views.append(clips.flow_view(spec.frame_size, chunk))
+        elif spec.name in (I3D_KEY, C3D_KEY):
+            views.append(clips.clip_view(spec.name, spec.frame_size, chunk))
+        elif spec.name == FOVEA_KEY:
+            views.append(clips.fovea_view(spec.frame_size, chunk))
+    return tuple(views)
+
+
+def decode_streams(
+    videos: beam.PCollection,
+    specs: Sequence[FeatureSpec],
+    max_frames: int,
+    frames_per_batch: int,
+    keep_thumbnails: bool = False,
+    progress_token: str = "",
+) -> beam.pvalue.DoOutputsTuple:
+    """One DecodeFrames pass (at rgb's rate) -> every stream's keyed chunks, under
+    chunks_tag(stream), with the FAILED and SUMMARY outputs."""
+    rgb = specs[0]
+    decode = DecodeFrames(
+        rgb.fps,
+        max_frames,
+        rgb.frame_size,
+        frames_per_batch,
+        keep_thumbnail=keep_thumbnails,
+        audio=any(spec.name == AUDIO_KEY for spec in specs),
+        views=sample_views(specs, frames_per_batch),
+        progress_token=progress_token,
+    )
+    tags = [chunks_tag(spec.name) for spec in specs[1:]]
+    return videos | "Decode" >> beam.ParDo(decode).with_outputs(
+        FAILED, SUMMARY, *tags, main=RGB_CHUNKS
+    )
 
 
 def beam_key(video_id: str) -> bytes:
@@ -45,9 +94,10 @@ class DecodeFrames(beam.DoFn):
     """Streams a video's sampled frames as chunks keyed by (beam_key, first frame index),
     then its DecodeSummary; a video that yields no frame is a Failure instead.
 
-    With audio, the same pass also yields (tagged AUDIO_CHUNKS) ((beam_key, start), [n, 96,
-    64] float32) log-mel examples, one per frame sample and keyed as the frame chunks; a
-    video without an audio track gets examples of digital silence.
+    With audio, the same pass also yields (tagged chunks_tag("audio")) ((beam_key, start),
+    [n, 96, 64] float32) log-mel examples, one per frame sample and keyed as the frame chunks;
+    a video without an audio track gets examples of digital silence. Each view (flow, i3d,
+    c3d, fovea) yields its inputs likewise, tagged chunks_tag(view.name).
     """
 
     def __init__(
@@ -58,9 +108,11 @@ class DecodeFrames(beam.DoFn):
         chunk: int,
         keep_thumbnail: bool = False,
         audio: bool = False,
+        views: Sequence[clips.ClipView | clips.FoveaView] = (),
         progress_token: str = "",
     ) -> None:
         self._progress_token = progress_token
+        self._views = tuple(views)
         self._fps = fps
         self._max_frames = max_frames
         self._frame_size = frame_size
@@ -81,10 +133,14 @@ class DecodeFrames(beam.DoFn):
                     chunk_frames=self._chunk,
                     report=report,
                     audio=self._audio,
+                    views=self._views,
                 ):
                     key = (beam_key(video.video_id), chunk.start_index)
                     if isinstance(chunk, frames.AudioChunk):
-                        yield beam.pvalue.TaggedOutput(AUDIO_CHUNKS, (key, chunk.examples))
+                        yield beam.pvalue.TaggedOutput(chunks_tag(AUDIO_KEY), (key, chunk.examples))
+                        continue
+                    if isinstance(chunk, clips.ViewChunk):
+                        yield beam.pvalue.TaggedOutput(chunks_tag(chunk.name), (key, chunk.inputs))
                         continue
                     for frame in chunk.frames if picker else ():
                         picker.add(frame)
@@ -158,21 +214,18 @@ def concatenate_chunks(chunks: Iterable[QuantizedChunk]) -> tuple[np.ndarray, np
 
 class AssembleVideo(beam.DoFn):
     """Joins each stream's chunks in order into one EmbeddedVideo; counts videos_ok, frames.
+    The video's one decode summary comes under SUMMARY."""
 
-    `decoded` names the streams with a DecodeFrames of their own (and so a summary side);
-    audio rides on rgb's. Default: all of `names`."""
-
-    def __init__(self, names: Sequence[str], decoded: Sequence[str] | None = None) -> None:
+    def __init__(self, names: Sequence[str]) -> None:
         self._names = tuple(names)
-        self._decoded = self._names if decoded is None else tuple(decoded)
         self._ok = beam.metrics.Metrics.counter(NAMESPACE, "videos_ok")
         self._frames = beam.metrics.Metrics.counter(NAMESPACE, "frames")
 
     def process(self, joined: tuple[bytes, dict]) -> Iterator:
         _, sides = joined
-        summaries = [list(sides[summary_key(name)]) for name in self._decoded]
-        if all(summaries):  # else a stream failed to decode: its Failure is out already
-            yield from self._video_or_failure(summaries[0][0], sides)
+        summaries = list(sides[SUMMARY])
+        if summaries:  # else the video failed to decode: its Failure is out already
+            yield from self._video_or_failure(summaries[0], sides)
 
     def _video_or_failure(self, summary: DecodeSummary, sides: dict) -> Iterator:
         errors = [chunk.error for name in self._names for chunk in sides[name] if chunk.error]
@@ -191,10 +244,6 @@ class AssembleVideo(beam.DoFn):
         self._ok.inc()
         self._frames.inc(len(features[self._names[0]]))
         return EmbeddedVideo(summary.video, features, means, summary)
-
-
-def summary_key(name: str) -> str:
-    return f"{name}/{SUMMARY}"
 
 
 class DecodeAndEmbed(beam.PTransform):
@@ -221,40 +270,27 @@ class DecodeAndEmbed(beam.PTransform):
 
     # No return annotation: Beam warns on any output hint that is not a single PCollection.
     def expand(self, videos: beam.PCollection):
-        audio = [spec for spec in self._specs[1:] if spec.name == AUDIO_KEY]
-        decoded_specs = [spec for spec in self._specs if spec.name != AUDIO_KEY]
-        joined, failures, audio_chunks = {}, [], None
-        for index, spec in enumerate(decoded_specs):
-            with_audio = bool(audio) and index == 0
-            decoded = videos | f"Decode {spec.name}" >> beam.ParDo(
-                DecodeFrames(
-                    spec.fps,
-                    self._max_frames,
-                    spec.frame_size,
-                    self._frames_per_batch,
-                    keep_thumbnail=self._keep_thumbnails and index == 0,
-                    audio=with_audio,
-                    progress_token=self._progress_token if index == 0 else "",
-                )
-            ).with_outputs(FAILED, SUMMARY, AUDIO_CHUNKS, main="chunks")
-            joined[spec.name] = self._embed(spec, decoded.chunks)
-            joined[summary_key(spec.name)] = decoded[SUMMARY]
-            failures.append(decoded[FAILED])
-            if with_audio:
-                audio_chunks = decoded[AUDIO_CHUNKS]
-        for spec in audio:
-            joined[spec.name] = self._embed(spec, audio_chunks)
+        decoded = decode_streams(
+            videos,
+            self._specs,
+            self._max_frames,
+            self._frames_per_batch,
+            self._keep_thumbnails,
+            self._progress_token,
+        )
+        joined = {
+            spec.name: self._embed(spec, decoded[chunks_tag(spec.name)]) for spec in self._specs
+        }
+        joined[SUMMARY] = decoded[SUMMARY]
         assembled = (
             joined
             | "JoinStreams" >> beam.CoGroupByKey()
             | "Assemble"
-            >> beam.ParDo(
-                AssembleVideo(
-                    [spec.name for spec in self._specs], [spec.name for spec in decoded_specs]
-                )
-            ).with_outputs(FAILED, main="videos")
+            >> beam.ParDo(AssembleVideo([spec.name for spec in self._specs])).with_outputs(
+                FAILED, main="videos"
+            )
         )
-        all_failures = (*failures, assembled[FAILED]) | "EmbedFailures" >> beam.Flatten()
+        all_failures = (decoded[FAILED], assembled[FAILED]) | "EmbedFailures" >> beam.Flatten()
         return assembled.videos, all_failures
 
     def _embed(self, spec: FeatureSpec, chunks: beam.PCollection) -> beam.PCollection:

@@ -1,6 +1,7 @@
-"""RunInference handlers that embed keyed chunks: uint8 frames with a `features.backbones`
-CNN (BackboneModelHandler), log-mel examples with VGGish (AudioModelHandler); handler_for
-picks the one a FeatureSpec needs.
+"""RunInference handlers that embed keyed chunks: uint8 frames, flow stacks or clips with the
+stream's CNN (BackboneModelHandler: a `features.backbones` network, or its flow, inflated or
+C3D variant), log-mel examples with VGGish (AudioModelHandler); handler_for picks the one a
+FeatureSpec needs.
 
 Beam's TFModelHandler pulls in tensorflow_hub and tf-keras; this one only needs Keras 3.
 A chunk whose embedding fails comes back as its error message, not as an exception, so that
@@ -20,7 +21,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from features import storage
 from features.backbones import build_backbone
 from features.embedder import FrameEmbedder
-from features.formats import VGGISH_BACKBONE
+from features.formats import FOVEA_KEY, RGB_KEY, VGGISH_BACKBONE
 from features.streams import FeatureSpec
 from features.vggish import AudioEmbedder, build_vggish
 from pipelines.config import FaultPlan
@@ -28,7 +29,8 @@ from pipelines.config import FaultPlan
 NAMESPACE = "framevlad"
 MODEL_LOADS = "model_loads"
 ChunkKey = tuple[bytes, int]  # (decode_embed.beam_key of the id, the chunk's first frame)
-# [n, H, W, 3] uint8 frames, or [n, 96, 64] float32 log-mel examples for audio
+# [n, H, W, 3] uint8 frames (rgb, fovea), [n, H, W, 2L] uint8 flow, [n, 16, H, W, 3] uint8
+# clips (i3d, c3d), or [n, 96, 64] float32 log-mel examples (audio)
 KeyedChunk = tuple[ChunkKey, np.ndarray]
 # The chunk's features [n, D] float32, or why they could not be computed.
 KeyedFeatures = tuple[ChunkKey, np.ndarray | str]
@@ -80,8 +82,15 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
     def load_model(self) -> LoadedBackbone:
         allow_gpu_memory_growth()
         weights = storage.stage_file(self._spec.weights)  # a gs:// weights file, once
-        model = build_backbone(self._spec.backbone, weights=weights, seed=self._spec.seed)
-        return LoadedBackbone(FrameEmbedder(model, batch_size=self._frames_per_batch))
+        spec = self._spec
+        if spec.name in (RGB_KEY, FOVEA_KEY):
+            model = build_backbone(spec.backbone, weights=weights, seed=spec.seed)
+        else:
+            from features.stream_models import build_stream_model
+
+            model = build_stream_model(spec.name, spec.backbone, weights, spec.seed)
+        batch_size = spec.samples_per_batch(self._frames_per_batch)
+        return LoadedBackbone(FrameEmbedder(model, batch_size=batch_size))
 
     def run_inference(
         self,
@@ -130,7 +139,7 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         return {"min_batch_size": 1, "max_batch_size": self._max_chunks_per_batch}
 
     def get_metrics_namespace(self) -> str:
-        return "framevlad_backbone"
+        return f"framevlad_{self._spec.name}"
 
 
 class AudioModelHandler(BackboneModelHandler):
@@ -143,9 +152,6 @@ class AudioModelHandler(BackboneModelHandler):
         weights = storage.stage_file(self._spec.weights)
         model = build_vggish(weights, seed=self._spec.seed)
         return LoadedBackbone(AudioEmbedder(model, batch_size=self._frames_per_batch))
-
-    def get_metrics_namespace(self) -> str:
-        return "framevlad_audio"
 
 
 def handler_for(

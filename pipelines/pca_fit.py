@@ -23,13 +23,20 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from features import backbones, storage
 from features.cli import UsageError
-from features.formats import AUDIO_DIMS, AUDIO_KEY, DEFAULT_MAX_FRAMES, RGB_KEY, VGGISH_BACKBONE
+from features.formats import (
+    AUDIO_DIMS,
+    C3D_BACKBONE,
+    C3D_FEATURE_DIMS,
+    DEFAULT_MAX_FRAMES,
+    RGB_KEY,
+    VGGISH_BACKBONE,
+)
 from features.pca import FrameReservoir, PcaTransform, fit_pca, load_pca
 from features.streams import FeatureSpec
 from features.vggish_pca import is_vggish_pca_file, load_vggish_pca
 from framevlad_proto import framevlad_pb2
 from pipelines.config import ExtractConfig
-from pipelines.decode_embed import AUDIO_CHUNKS, FAILED, SUMMARY, DecodeFrames
+from pipelines.decode_embed import chunks_tag, decode_streams
 from pipelines.elements import VideoInput
 from pipelines.inputs import FoundInputs
 from pipelines.model_handler import NAMESPACE, handler_for
@@ -106,22 +113,15 @@ def run_pca_fit(
     pca_paths: dict[str, str],
 ) -> dict[str, tuple[PcaTransform, int]]:
     """Fits every stream of `specs` from ONE decode of the sample (at `decode`'s, i.e.
-    rgb's, rate: audio examples come from the same demux pass), each from its own
+    rgb's, rate: the other streams' inputs come from the same pass), each from its own
     reservoir; returns each PCA and how many rows it saw, by stream name."""
-    audio = any(spec.name == AUDIO_KEY for spec in specs)
     pipeline = beam.Pipeline(options=options)
-    decoded = (
-        pipeline
-        | "SampleVideos" >> beam.Create(sample)
-        | "Decode"
-        >> beam.ParDo(
-            DecodeFrames(decode.fps, max_frames, decode.frame_size, frames_per_batch, audio=audio)
-        ).with_outputs(FAILED, SUMMARY, AUDIO_CHUNKS, main="chunks")
-    )
+    videos = pipeline | "SampleVideos" >> beam.Create(sample)
+    decoded_specs = [decode, *(spec for spec in specs if spec.name != decode.name)]
+    decoded = decode_streams(videos, decoded_specs, max_frames, frames_per_batch)
     for spec in specs:
-        chunks = decoded.chunks if spec.name == RGB_KEY else decoded[AUDIO_CHUNKS]
         _ = (
-            chunks
+            decoded[chunks_tag(spec.name)]
             | f"Embed {spec.name}" >> RunInference(handler_for(spec, frames_per_batch))
             | f"Features {spec.name}"
             >> beam.FlatMap(lambda keyed: [] if isinstance(keyed[1], str) else [keyed[1]])
@@ -178,6 +178,8 @@ def feature_dims(spec: FeatureSpec) -> int:
     """Width of the stream's embeddings, the PCA's input."""
     if spec.backbone == VGGISH_BACKBONE:
         return AUDIO_DIMS
+    if spec.backbone == C3D_BACKBONE:
+        return C3D_FEATURE_DIMS
     return backbones.BACKBONES[spec.backbone].feature_dims
 
 

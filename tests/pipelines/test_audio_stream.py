@@ -24,7 +24,7 @@ from features.streams import FeatureSpec
 from features.vggish import AudioEmbedder, build_vggish
 from pipelines import decode_embed
 from pipelines.config import FaultPlan
-from pipelines.decode_embed import AUDIO_CHUNKS, FAILED, SUMMARY, DecodeAndEmbed, DecodeFrames
+from pipelines.decode_embed import FAILED, SUMMARY, DecodeAndEmbed, DecodeFrames, chunks_tag
 from pipelines.elements import VideoInput
 from pipelines.model_handler import AudioModelHandler, BackboneModelHandler, handler_for
 from tests.audio_media import noise, tone, write_media
@@ -210,11 +210,11 @@ def test_decode_frames_yields_audio_chunks_keyed_as_the_frame_chunks(tmp_path):
             pipeline
             | beam.Create(videos)
             | beam.ParDo(DecodeFrames(1.0, 0, (32, 32), 2, audio=True)).with_outputs(
-                FAILED, SUMMARY, AUDIO_CHUNKS, main="chunks"
+                FAILED, SUMMARY, chunks_tag("audio"), main="chunks"
             )
         )
         frame_keys = decoded.chunks | "FrameKeys" >> beam.MapTuple(lambda k, f: (k, len(f)))
-        audio_keys = decoded[AUDIO_CHUNKS] | "AudioKeys" >> beam.MapTuple(
+        audio_keys = decoded[chunks_tag("audio")] | "AudioKeys" >> beam.MapTuple(
             lambda k, examples: (k, examples.shape)
         )
         expected = [(b"a", 0), (b"a", 2), (b"a", 4), (b"b", 0), (b"b", 2)]

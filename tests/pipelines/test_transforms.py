@@ -21,7 +21,6 @@ from pipelines.decode_embed import (
     AssembleVideo,
     DecodeFrames,
     WhitenAndQuantize,
-    summary_key,
 )
 from pipelines.elements import DecodeSummary, QuantizedChunk, VideoInput
 from pipelines.model_handler import MODEL_LOADS, NAMESPACE, BackboneModelHandler, LoadedBackbone
@@ -87,11 +86,11 @@ def test_assemble_orders_chunks_and_fails_a_video_with_a_failed_chunk():
         QuantizedChunk(0, np.full((2, 4), 7, np.uint8), ones),
     ]
     step = AssembleVideo(["rgb"])
-    (embedded,) = step.process((b"v", {"rgb": chunks, summary_key("rgb"): [summary]}))
+    (embedded,) = step.process((b"v", {"rgb": chunks, SUMMARY: [summary]}))
     assert embedded.features["rgb"][:, 0].tolist() == [7, 7, 9]
     np.testing.assert_allclose(embedded.means["rgb"], 4 / 3 * ones)
     broken = [*chunks, QuantizedChunk(3, None, None, error="quantize: 2 NaN values")]
-    (failure,) = step.process((b"v", {"rgb": broken, summary_key("rgb"): [summary]}))
+    (failure,) = step.process((b"v", {"rgb": broken, SUMMARY: [summary]}))
     assert failure.tag == FAILED and failure.value.reason == EMBED_ERROR
     assert failure.value.detail == "quantize: 2 NaN values"
 
