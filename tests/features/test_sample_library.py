@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 
-from features import flow
 from features.audio import SAMPLE_RATE, decode_audio
 from features.frames import DecodeReport, iter_frame_chunks
 from features.sample_library import (
@@ -200,11 +199,12 @@ def decoded_frames(path: str) -> np.ndarray:  # [T, H, W, 3] uint8: every frame
 
 
 def test_drift_clips_move_their_way_under_optical_flow_at_64_px(motion_library):
-    estimator = flow.make_estimator()
+    estimator = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # features.flow's
     for row in read_labels(motion_library):
         clip = decoded_frames(os.path.join(motion_library, row["id"] + ".mp4"))
-        greys = [flow.grey(cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA)) for f in clip]
-        fields = np.stack([flow.pair_flow(estimator, a, b) for a, b in itertools.pairwise(greys)])
+        small = [cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA) for frame in clip]
+        greys = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in small]
+        fields = np.stack([estimator.calc(a, b, None) for a, b in itertools.pairwise(greys)])
         # 3 px a frame at 128-176 px wide is 1.1-1.5 px at 64 px: every pair, not just most.
         along = fields[..., 0].mean(axis=(1, 2))  # [T - 1] px, right +
         sign = 1 if row["labels"] == "drift_right" else -1
