@@ -4,8 +4,14 @@ Picture classes differ in what appears and in what order: `red_then_blue` and
 `blue_then_red` show the same two shapes and differ only in order, so an orderless pooling
 cannot tell them apart. Sound classes (`tone`, `noise`) show the same kind of picture and
 differ only in their audio track (a 440-880 Hz tone, white noise), so only a model that
-hears can tell them apart. Every clip has a mono AAC track; the picture classes carry one
-neutral sound (a quiet low hum with faint noise), so sound is no shortcut for them.
+hears can tell them apart. Motion classes (`drift_right`, `drift_left`) show a coarse random
+texture sliding DRIFT_PX_PER_FRAME px a frame sideways with wrap-around; a `drift_left` clip
+is the clip `drift_right` would give at the same clip number, played backwards, so every
+single frame of either class comes from one distribution and only the direction of motion
+(optical flow, frame order) tells them apart. They are not in the default set:
+`--classes drift_right,drift_left` or `all` writes them. Every clip has a mono AAC track; the
+picture and motion classes carry one neutral sound (a quiet low hum with faint noise), so
+sound is no shortcut for them.
 Each clip draws its positions, sizes, colours, noise, frame size, frame rate and length from a
 generator seeded by (seed, clip number), and its sound from one seeded by (seed, clip number,
 1), so a library is reproducible clip by clip.
@@ -31,13 +37,16 @@ from features.synthetic_video import Shape, Sound, render_shapes_frame, write_vi
 
 PICTURE_CLASSES = ("red_then_blue", "blue_then_red", "stripes", "checker")
 SOUND_CLASSES = ("tone", "noise")
-CLASSES = PICTURE_CLASSES + SOUND_CLASSES
+MOTION_CLASSES = ("drift_right", "drift_left")
+CLASSES = PICTURE_CLASSES + SOUND_CLASSES + MOTION_CLASSES
 DEFAULT_CLASSES = PICTURE_CLASSES
 LABELS_FILE = "labels.csv"
 FRAME_SIZES = ((120, 160), (144, 176), (96, 128))  # (height, width): small keeps it fast
 FRAME_RATES = (24, 25, 30)
 _NOISE_FIELDS = 4  # precomputed noise images cycled over frames: cheap, still not static
 AUDIO_RATES = (44_100, 48_000)
+# Source pixels a drift texture moves per frame: at 176 px wide squashed to 64, still ~1.1 px.
+DRIFT_PX_PER_FRAME = 3
 
 Renderer = Callable[[np.random.Generator, int, int, int], Iterator[np.ndarray]]
 
@@ -174,6 +183,49 @@ def _orbit(
         )
 
 
+def drift_frames(
+    rng: np.random.Generator, frame_count: int, height: int, width: int, *, reverse: bool = False
+) -> Iterator[np.ndarray]:
+    """Random blobs sliding right DRIFT_PX_PER_FRAME px a frame, wrapping around the edge.
+
+    Yields frame_count [height, width, 3] uint8 RGB frames. The texture, colours, start offset
+    and noise come from `rng`; `reverse` yields the very same frames last to first, so the
+    blobs slide left and nothing but the order differs.
+    """
+    texture = _blob_texture(rng, height, width)  # [H, W] float32 in [0, 1]
+    dark, bright = np.array(_background(rng), np.float32), np.array(_bright(rng), np.float32)
+    picture = np.round(dark + (bright - dark) * texture[..., None]).astype(np.uint8)  # [H, W, 3]
+    start = int(rng.integers(width))
+    noise = _noise_fields(rng, height, width)
+    order = range(frame_count - 1, -1, -1) if reverse else range(frame_count)
+    for index in order:
+        shifted = np.roll(picture, start + DRIFT_PX_PER_FRAME * index, axis=1)
+        yield _add_noise(shifted, noise[index % _NOISE_FIELDS])
+
+
+def _drift_left(
+    rng: np.random.Generator, frame_count: int, height: int, width: int
+) -> Iterator[np.ndarray]:
+    return drift_frames(rng, frame_count, height, width, reverse=True)
+
+
+def _blob_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Blurred white noise, pushed towards two levels -> [height, width] float32 in [0, 1].
+
+    Blurring in the Fourier domain keeps the texture periodic, so a rolled copy has no seam and
+    every offset looks alike. Blobs some 13-22 px across stay a few pixels wide at 64 x 64,
+    big enough for flow to follow them through downscaling and H.264.
+    """
+    blur_px = rng.uniform(3.0, 5.0)
+    white = rng.normal(size=(height, width))
+    freq_y = np.fft.fftfreq(height)[:, None]
+    freq_x = np.fft.rfftfreq(width)[None, :]
+    gain = np.exp(-2 * (np.pi * blur_px) ** 2 * (freq_y**2 + freq_x**2))  # Gaussian blur
+    smooth = np.fft.irfft2(np.fft.rfft2(white) * gain, s=(height, width))
+    contrast = (smooth - smooth.mean()) / smooth.std()
+    return (0.5 + 0.5 * np.tanh(2.0 * contrast)).astype(np.float32)
+
+
 def _sound(label: str, seed: int, number: int) -> Sound:
     """The clip's audio track, from its own generator: the pictures stay as they were."""
     rng = np.random.default_rng([seed, number, 1])
@@ -213,6 +265,8 @@ _RENDERERS: dict[str, Renderer] = {
     "checker": _checker,
     "tone": _orbit,
     "noise": _orbit,
+    "drift_right": drift_frames,
+    "drift_left": _drift_left,
 }
 
 

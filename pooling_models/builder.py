@@ -19,13 +19,18 @@ Model contract (training, evaluation and tagging rely on it):
 
 Architecture (LOUPE / WILLOW, Miech et al. 2017, for the cluster poolings):
 
-  per feature: mask = FrameMask(frames, num_frames)
-               [MaskedBatchNormalization of the frames: netvlad, netrvlad, netfv,
-                nextvlad, softdbow, dbof]
-               pooling layer (cluster poolings: the second and later features, i.e.
-                audio, get half the clusters, as WILLOW)
-  concatenate the pooled vectors
-  [cluster poolings: Dense(hidden_size, no bias) -> BatchNormalization, no activation]
+  late fusion (default), per feature:
+               mask = FrameMask(frames, num_frames)
+               [MaskedBatchNormalization of the frames: the clustered poolings (netvlad,
+                netrvlad, netfv, nextvlad, softdbow, nonlocal + netvlad) and dbof]
+               pooling layer "<feature>_<pooling>" (cluster poolings: audio beside other
+                features gets half the clusters, as WILLOW; rgb, flow, i3d, c3d, fovea
+                get cluster_size)
+               concatenate the pooled vectors
+  early fusion: the features concatenated per frame ("fused" [B, T, sum D]; they are
+               aligned, one row per sample), then the steps above once, as feature
+               "fused", with cluster_size clusters
+  [clustered poolings: Dense(hidden_size, no bias) -> BatchNormalization, no activation]
   [ContextGating, if gated] -> LogisticHead | MoeHead -> [ContextGating, if gated]
 
 The hidden projection is our own mix of WILLOW's two paths. WILLOW's NetVLADModelLF adds a
@@ -54,15 +59,9 @@ from pooling_models.layers import (
     MaskedBatchNormalization,
     MeanPooling,
 )
-from pooling_models.model_config import (
-    CLUSTER_POOLINGS,
-    NUM_FRAMES_KEY,
-    SINGLE_FRAME,
-    ModelConfig,
-)
+from pooling_models.model_config import NUM_FRAMES_KEY, SINGLE_FRAME, ModelConfig
 
-# Poolings whose reference models batch-normalize the input frames (LOUPE, YouTube-8M DBoF).
-_NORMALIZED_FRAMES = (*CLUSTER_POOLINGS, "dbof")
+FUSED = "fused"  # the early-fusion frames' name, in its layers' names: fused_netvlad, ...
 # Under mixed precision these layers, and the sublayers they build, compute in float32:
 # everything from the classifier's Dense layers to the output. Probabilities near 0 or 1
 # round to exactly 0 or 1 in float16 (log loss infinite), and the output gating multiplies
@@ -90,12 +89,8 @@ def build_model(config: ModelConfig) -> keras.Model:
     if config.pooling == SINGLE_FRAME:
         outputs = _single_frame(config, inputs)
     else:
-        pooled = [
-            _pool(config, name, inputs[name], inputs[NUM_FRAMES_KEY], index)
-            for index, name in enumerate(config.feature_names)
-        ]
-        video = _concatenate(pooled, "pooled")
-        if config.pooling in CLUSTER_POOLINGS:
+        video = _concatenate(_pooled_features(config, inputs), "pooled")
+        if config.clustered:
             video = keras.layers.Dense(config.hidden_size, use_bias=False, name="hidden")(video)
             video = keras.layers.BatchNormalization(name="hidden_norm")(video)
         outputs = _classify(config, video)
@@ -115,19 +110,32 @@ def model_inputs(model: keras.Model, batch: Mapping[str, Value]) -> dict[str, Va
     return {name: batch[name] for name in names}
 
 
+def _pooled_features(
+    config: ModelConfig, inputs: dict[str, keras.KerasTensor]
+) -> list[keras.KerasTensor]:
+    """One pooled vector per feature (late fusion), or one of all features (early)."""
+    num_frames = inputs[NUM_FRAMES_KEY]
+    if config.early_fusion:
+        frames = _concatenate([inputs[name] for name in config.feature_names], FUSED)
+        return [_pool(config, FUSED, frames, num_frames, config.cluster_size)]
+    return [
+        _pool(config, name, inputs[name], num_frames, config.cluster_size_for(name))
+        for name in config.feature_names
+    ]
+
+
 def _pool(
     config: ModelConfig,
     name: str,
     frames: keras.KerasTensor,
     num_frames: keras.KerasTensor,
-    index: int,
+    cluster_size: int,
 ) -> keras.KerasTensor:
     """One feature's frames [B, T, D] -> its pooled vector [B, P]."""
     mask = FrameMask(name=f"{name}_mask")(frames, num_frames)
-    if config.pooling in _NORMALIZED_FRAMES:
+    # LOUPE and YouTube-8M's DBoF batch-normalize the frames they cluster.
+    if config.clustered or config.pooling == "dbof":
         frames = MaskedBatchNormalization(name=f"{name}_norm")(frames, mask=mask)
-    # WILLOW gives audio (the second feature) half of rgb's clusters.
-    cluster_size = config.cluster_size if index == 0 else max(1, config.cluster_size // 2)
     layer_class = POOLING_LAYERS[config.pooling]
     layer = layer_class(**_pooling_args(config, cluster_size), name=f"{name}_{config.pooling}")
     return layer(frames, mask=mask)
@@ -135,7 +143,13 @@ def _pool(
 
 def _pooling_args(config: ModelConfig, cluster_size: int) -> dict[str, Any]:
     """Constructor arguments of the `config.pooling` layer."""
-    if config.pooling in CLUSTER_POOLINGS:
+    if config.pooling == "nonlocal":
+        return {
+            "cluster_size": cluster_size,
+            "pooling": config.nonlocal_pool,
+            "bottleneck_size": config.nonlocal_bottleneck,
+        }
+    if config.clustered:
         return {"cluster_size": cluster_size}
     if config.pooling == "dbof":
         return {"cluster_size": cluster_size, "hidden_size": config.hidden_size}

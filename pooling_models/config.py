@@ -5,6 +5,7 @@ a rule that spans several flags is checked here, once, as Model Garden's configs
 theirs beside the fields. Single-flag ranges are checked by the flag types (features.cli).
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class TrainPoolConfig:
     conv_variant: str = "max"
     recurrent_layers: int = 2
     recurrent_units: int = 1024
+    nonlocal_pool: str = "netvlad"
+    nonlocal_bottleneck: int = 0
+    fusion: str = "late"
     epochs: int = 10
     batch_size: int = 80
     learning_rate: float = 2e-4
@@ -100,8 +104,15 @@ class TrainPoolConfig:
 
 @dataclass(frozen=True)
 class EvalPoolConfig:
-    """Everything `eval_pool` needs; `metrics_output` empty means
-    `<model>/eval_metrics.json` (written into the model's folder, local or gs://)."""
+    """Everything `eval_pool` needs.
+
+    model, extra_models: the model directories (`--model`, repeated); more than one is an
+      ensemble whose probabilities are averaged with `model_weights`.
+    ensemble_weights: as given (one per model, >= 0); empty = equal weights.
+    metrics_output: empty means `<model>/eval_metrics.json` for one model (written into
+      its folder, local or gs://); an ensemble's metrics belong to no one model's folder,
+      so they are only printed unless this names a file.
+    """
 
     model: str
     eval_data: str
@@ -109,6 +120,23 @@ class EvalPoolConfig:
     metrics_output: str = ""
     batch_size: int = 64
     verbose: bool = False
+    extra_models: tuple[str, ...] = ()
+    ensemble_weights: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_models", tuple(self.extra_models))
+        object.__setattr__(self, "ensemble_weights", tuple(self.ensemble_weights))
+        normalized_weights(self.ensemble_weights, len(self.models))
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every --model, in the order given."""
+        return (self.model, *self.extra_models)
+
+    @property
+    def model_weights(self) -> tuple[float, ...]:
+        """One weight per model, summing to 1."""
+        return normalized_weights(self.ensemble_weights, len(self.models))
 
 
 def split_names(text: str) -> tuple[str, ...]:
@@ -126,3 +154,38 @@ def split_sizes(text: str, flag: str = "--feature_sizes") -> tuple[int, ...]:
             )
         sizes.append(int(part))
     return tuple(sizes)
+
+
+def split_weights(text: str, flag: str = "--ensemble_weights") -> tuple[float, ...]:
+    """`--ensemble_weights 0.5,0.5` -> (0.5, 0.5); each a finite number >= 0."""
+    weights = []
+    for part in split_names(text):
+        try:
+            weight = float(part)
+        except ValueError:
+            weight = math.nan
+        if not math.isfinite(weight) or weight < 0:
+            raise UsageError(
+                f"{part!r} is not a finite number >= 0", f"{flag} {text}", "e.g. 0.5,0.5"
+            )
+        weights.append(weight)
+    return tuple(weights)
+
+
+def normalized_weights(weights: Sequence[float], count: int) -> tuple[float, ...]:
+    """One weight per model, scaled to sum to 1: `weights` as --ensemble_weights gave them
+    (empty: equal weights). UsageError when they do not pair with the models or sum to 0."""
+    if not weights:
+        return (1.0 / count,) * count
+    where = f"--ensemble_weights {','.join(f'{weight:g}' for weight in weights)}"
+    if len(weights) != count:
+        plural = "s" if count > 1 else ""
+        raise UsageError(
+            f"{len(weights)} weights for {count} model{plural}",
+            where,
+            "give one weight per --model",
+        )
+    total = math.fsum(weights)
+    if not total > 0:
+        raise UsageError("the weights sum to 0", where, "give at least one model a positive weight")
+    return tuple(weight / total for weight in weights)

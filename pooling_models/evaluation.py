@@ -1,8 +1,9 @@
-"""Evaluating a model over a dataset with the YouTube-8M metrics, and Kaggle predictions."""
+"""Evaluating a model (or an ensemble) over a dataset with the YouTube-8M metrics, and
+Kaggle predictions."""
 
 import contextlib
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from features import storage
 from pooling_models.builder import model_inputs
+from pooling_models.ensemble import weighted_mean
 from pooling_models.metrics import DEFAULT_TOP_K, EvaluationMetrics
 
 
@@ -32,13 +34,39 @@ def evaluate(
 ) -> dict[str, float]:
     """gap, hit_at_1, hit_at_5, perr, map, num_videos and loss; optionally writes predictions
     (local path or gs:// URL, whole or not at all)."""
+    return evaluate_batches(predict_batches(model, dataset), num_classes, predictions_csv)
+
+
+def ensemble_batches(
+    models: Sequence[keras.Model], datasets: Sequence[tf.data.Dataset], weights: Sequence[float]
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """predict_batches of several models, each over its own dataset (the same records read
+    with that model's features), with the predictions averaged by `weights` (sum 1).
+
+    The readers are deterministic in evaluation, so the models see the same videos in the
+    same batches; a batch whose ids differ between them is an error, never a silent mix.
+    """
+    streams = [predict_batches(model, data) for model, data in zip(models, datasets, strict=True)]
+    for parts in zip(*streams, strict=True):
+        ids, _, labels = parts[0]
+        if any(not np.array_equal(other_ids, ids) for other_ids, _, _ in parts[1:]):
+            raise ValueError("the models' readers yielded different videos in one batch")
+        yield ids, weighted_mean([predictions for _, predictions, _ in parts], weights), labels
+
+
+def evaluate_batches(
+    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_classes: int,
+    predictions_csv: str = "",
+) -> dict[str, float]:
+    """`evaluate` over (ids, predictions [B, C], labels [B, C]) batches from any source."""
     metrics = EvaluationMetrics(num_classes)
     loss_sum, count = 0.0, 0
     with contextlib.ExitStack() as stack:
         writer = None
         if predictions_csv:
             writer = stack.enter_context(PredictionsWriter(predictions_csv))
-        for ids, predictions, labels in predict_batches(model, dataset):
+        for ids, predictions, labels in batches:
             metrics.accumulate(predictions, labels)
             clipped = np.clip(predictions, 1e-7, 1 - 1e-7)
             cross_entropy = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from features import manifest, storage
 from features.cli import UsageError
-from features.formats import MANIFEST_FILE
+from features.formats import MANIFEST_FILE, VOCABULARY_FILE
+from features.labels import LabelError, Vocabulary
 from framevlad_proto import framevlad_pb2
 from pooling_models.model_config import ModelConfig
 
@@ -84,6 +85,22 @@ def read_train_config(model_dir: str) -> TrainConfig:
             f"unreadable {TRAIN_CONFIG_FILE}: {first_line}",
             path,
             "retrain into a fresh --output, or restore the file from a copy",
+        ) from None
+
+
+def label_names(model_dir: str) -> tuple[str, ...]:
+    """The class names of `<dir>/vocabulary.csv`, by index; () when the directory has none
+    (labels were bare indices)."""
+    path = storage.join(model_dir, VOCABULARY_FILE)
+    if not storage.exists(path):
+        return ()
+    try:
+        return Vocabulary.from_csv(storage.read_text(path), source=path).names
+    except LabelError as error:
+        raise ModelDirError(
+            f"unreadable {VOCABULARY_FILE}: {error}",
+            f"--model {model_dir}",
+            "restore it from the features' vocabulary.csv, or retrain",
         ) from None
 
 

@@ -1,6 +1,7 @@
-"""Scoring whole videos and their segments with a trained pooling model (numpy in and out)."""
+"""Scoring whole videos and their segments with a trained pooling model, or an ensemble of
+them (numpy in and out)."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -9,6 +10,7 @@ import tensorflow as tf
 
 from features.formats import RGB_KEY
 from pooling_models.data import NUM_FRAMES_KEY
+from pooling_models.ensemble import weighted_mean
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,15 @@ def predict_windows(scorer: WindowScorer, windows: list[Frames], batch_size: int
     """Model probabilities for frame windows of different lengths, padded and masked.
 
     windows: each name -> [t, D] float32 (or a bare [t, D] rgb array) with t >= 1, the same t
-    for every name; returns [len(windows), C] float32.
+    for every name; names the scorer's model does not take (another ensemble member's) are
+    left out. Returns [len(windows), C] float32.
     """
     outputs = []
     for start in range(0, len(windows), batch_size):
         batch = [named(window) for window in windows[start : start + batch_size]]
         lengths = np.array([len(next(iter(window.values()))) for window in batch], np.int32)
         padded = {}
-        for name in batch[0]:
+        for name in scorer.feature_names:
             dims = batch[0][name].shape[1]
             padded[name] = np.zeros((len(batch), lengths.max(), dims), np.float32)
             for row, window in enumerate(batch):
@@ -104,6 +107,17 @@ def score_video(
     clips = predict_windows(scorer, split_frames(frames, max_frames), batch_size)
     segments = predict_windows(scorer, split_frames(frames, frames_per_segment), batch_size)
     return VideoScores(clips.mean(axis=0), trailing_mean(segments, smooth))
+
+
+def ensemble_scores(scores: Sequence[VideoScores], weights: Sequence[float]) -> VideoScores:
+    """The weighted mean (weights sum to 1) of several models' scores of one video, video
+    and segments alike; one model's scores come back unchanged."""
+    if len(scores) == 1:
+        return scores[0]
+    return VideoScores(
+        weighted_mean([score.video for score in scores], weights),
+        weighted_mean([score.segments for score in scores], weights),
+    )
 
 
 def top_labels(scores: np.ndarray, top_k: int, min_score: float) -> list[tuple[int, float]]:

@@ -13,7 +13,9 @@ from pooling_models.config import TrainPoolConfig, split_names, split_sizes
 from pooling_models.model_config import (
     CONV_VARIANTS,
     DATA_LEVELS,
+    FUSIONS,
     HEAD_CHOICES,
+    NONLOCAL_POOLS,
     POOLING_CHOICES,
 )
 
@@ -40,6 +42,13 @@ def build_parser() -> cli.Parser:
     add("--feature_sizes", default="", help="comma-separated; empty: from the manifest")
     add("--num_classes", type=cli.int_at_least(0), default=0, help="0: the vocabulary's")
     add("--pooling", default="netvlad", choices=POOLING_CHOICES)
+    add(
+        "--fusion",
+        default="late",
+        choices=FUSIONS,
+        help="late: pool each feature on its own, then concatenate; early: concatenate the "
+        "features per frame, then pool once",
+    )
     add("--cluster_size", type=cli.int_at_least(1), default=64)
     add("--hidden_size", type=cli.int_at_least(1), default=1024)
     add("--head", default="moe", choices=HEAD_CHOICES)
@@ -50,6 +59,18 @@ def build_parser() -> cli.Parser:
     add("--conv_variant", default="max", choices=CONV_VARIANTS)
     add("--recurrent_layers", type=cli.int_at_least(1), default=2)
     add("--recurrent_units", type=cli.int_at_least(1), default=1024)
+    add(
+        "--nonlocal_pool",
+        default="netvlad",
+        choices=NONLOCAL_POOLS,
+        help="what pools the frames after the non-local block (--pooling nonlocal)",
+    )
+    add(
+        "--nonlocal_bottleneck",
+        type=cli.int_at_least(0),
+        default=0,
+        help="width of the non-local block's embeddings; 0 = half the frame width",
+    )
     add("--epochs", type=cli.int_at_least(1), default=10)
     add("--batch_size", type=cli.int_at_least(1), default=80, help="videos per step")
     add("--learning_rate", type=cli.positive_float, default=2e-4)

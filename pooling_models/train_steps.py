@@ -231,6 +231,9 @@ def build_model_config(config: TrainPoolConfig, features: Features) -> ModelConf
             conv_variant=config.conv_variant,
             recurrent_layers=config.recurrent_layers,
             recurrent_units=config.recurrent_units,
+            nonlocal_pool=config.nonlocal_pool,
+            nonlocal_bottleneck=config.nonlocal_bottleneck,
+            fusion=config.fusion,
         )
         build_model(model_config)  # builds in milliseconds; catches invalid combinations
     except ValueError as error:

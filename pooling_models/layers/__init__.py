@@ -19,6 +19,7 @@ from pooling_models.layers.masking import (
     zero_padding,
 )
 from pooling_models.layers.nextvlad import NeXtVLAD
+from pooling_models.layers.non_local import NonLocalBlock, NonLocalPooling
 from pooling_models.layers.recurrent import GRUPooling, LSTMPooling
 from pooling_models.layers.simple import MaxPooling, MeanPooling
 from pooling_models.layers.vlad import NetRVLAD, NetVLAD
@@ -35,6 +36,7 @@ POOLING_LAYERS: dict[str, type] = {
     "nextvlad": NeXtVLAD,
     "lstm": LSTMPooling,
     "gru": GRUPooling,
+    "nonlocal": NonLocalPooling,
 }
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "NetFV",
     "NetRVLAD",
     "NetVLAD",
+    "NonLocalBlock",
+    "NonLocalPooling",
     "SoftAssignment",
     "SoftDBoW",
     "masked_max",

@@ -1,13 +1,15 @@
 """make_sample_library: UCF101 layout, labels.csv, decodable clips with sound, class content
-(pictures and sounds), CLI errors."""
+(pictures, sounds and motion direction), CLI errors."""
 
 from __future__ import annotations
 
 import csv
 import filecmp
+import itertools
 import os
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -16,9 +18,12 @@ from features.frames import DecodeReport, iter_frame_chunks
 from features.sample_library import (
     CLASSES,
     DEFAULT_CLASSES,
+    DRIFT_PX_PER_FRAME,
     FRAME_RATES,
     LABELS_FILE,
+    MOTION_CLASSES,
     SOUND_CLASSES,
+    drift_frames,
     main,
     make_sample_library,
 )
@@ -119,8 +124,17 @@ def spectrum(path: str) -> tuple[np.ndarray, np.ndarray]:  # ([F] Hz, [F] magnit
     return np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE), magnitudes
 
 
-def test_every_clip_has_a_sound_track_as_long_as_its_picture(library, sound_library):
-    for root in (library, sound_library):
+@pytest.fixture(scope="module")
+def motion_library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    output = str(tmp_path_factory.mktemp("motion"))
+    make_sample_library(output, 4, seconds=1.0, classes=MOTION_CLASSES)
+    return output
+
+
+def test_every_clip_has_a_sound_track_as_long_as_its_picture(
+    library, sound_library, motion_library
+):
+    for root in (library, sound_library, motion_library):
         for row in read_labels(root):
             path = os.path.join(root, row["id"] + ".mp4")
             decoded = decode_audio(path)
@@ -154,13 +168,67 @@ def test_picture_classes_share_one_quiet_sound(library):
     assert max(levels) < 0.06 and min(levels) > 0.01  # a hum, never silence
 
 
-def test_classes_flag(tmp_path, capsys):
-    assert (
-        main(["--output", str(tmp_path), "--videos", "6", "--seconds", "0.5", "--classes", "all"])
-        == 0
+def shift_between(first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
+    """(dy, dx) with second == np.roll(first, (dy, dx)), by phase correlation of grey frames."""
+    spectra = [np.fft.fft2(frame.astype(np.float64).mean(axis=-1)) for frame in (first, second)]
+    cross = spectra[1] * np.conj(spectra[0])
+    peak = np.fft.ifft2(cross / (np.abs(cross) + 1e-9)).real
+    dy, dx = np.unravel_index(np.argmax(peak), peak.shape)
+    height, width = peak.shape
+    return int((dy + height // 2) % height - height // 2), int(
+        (dx + width // 2) % width - width // 2
     )
+
+
+def test_drift_classes_are_one_frame_sequence_played_both_ways():
+    forward = np.stack(list(drift_frames(np.random.default_rng(7), 20, 96, 128)))
+    backward = np.stack(list(drift_frames(np.random.default_rng(7), 20, 96, 128, reverse=True)))
+    assert forward.shape == (20, 96, 128, 3) and forward.dtype == np.uint8
+    np.testing.assert_array_equal(backward, forward[::-1])
+    assert forward.std() > 30  # a textured picture, not a flat one
+    for k in (0, 5, 18):
+        assert shift_between(forward[k], forward[k + 1]) == (0, DRIFT_PX_PER_FRAME)
+        assert shift_between(backward[k], backward[k + 1]) == (0, -DRIFT_PX_PER_FRAME)
+    other = next(drift_frames(np.random.default_rng(8), 1, 96, 128))
+    assert np.abs(other.astype(int) - forward[0]).mean() > 20  # the seed picks the texture
+
+
+def decoded_frames(path: str) -> np.ndarray:  # [T, H, W, 3] uint8: every frame
+    with av.open(path) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_drift_clips_move_their_way_under_optical_flow_at_64_px(motion_library):
+    estimator = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # features.flow's
+    for row in read_labels(motion_library):
+        clip = decoded_frames(os.path.join(motion_library, row["id"] + ".mp4"))
+        small = [cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA) for frame in clip]
+        greys = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in small]
+        fields = np.stack([estimator.calc(a, b, None) for a, b in itertools.pairwise(greys)])
+        # 3 px a frame at 128-176 px wide is 1.1-1.5 px at 64 px: every pair, not just most.
+        along = fields[..., 0].mean(axis=(1, 2))  # [T - 1] px, right +
+        sign = 1 if row["labels"] == "drift_right" else -1
+        assert (sign * along > 0.8).all() and (sign * along < 1.8).all(), row["id"]
+        assert np.abs(fields[..., 1]).mean() < 0.1, row["id"]
+
+
+def test_drift_left_clip_is_the_drift_right_clip_reversed(motion_library, tmp_path):
+    """Clip 0 of a library listing drift_left first has clip 0's picture, played backwards."""
+    make_sample_library(str(tmp_path), 1, seconds=1.0, classes=MOTION_CLASSES[::-1])
+    right = decoded_frames(os.path.join(motion_library, "drift_right/drift_right_000.mp4"))
+    left = decoded_frames(str(tmp_path / "drift_left/drift_left_000.mp4"))
+    assert left.shape == right.shape
+    gap = np.abs(left[::-1].astype(int) - right).mean(axis=(1, 2, 3))  # [T]: coding noise only
+    unreversed = np.abs(left.astype(int) - right).mean(axis=(1, 2, 3))
+    assert gap.max() < 8 and np.median(unreversed) > 20, (gap.max(), np.median(unreversed))
+
+
+def test_classes_flag(tmp_path, capsys):
+    videos = str(len(CLASSES))
+    argv = ["--output", str(tmp_path), "--videos", videos, "--seconds", "0.5", "--classes", "all"]
+    assert main(argv) == 0
     assert sorted({row["labels"] for row in read_labels(str(tmp_path))}) == sorted(CLASSES)
-    assert "tone 1, noise 1" in capsys.readouterr().out
+    assert "tone 1, noise 1, drift_right 1, drift_left 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,10 @@ FRAME_CONFIGS = {
     "logistic_gated": ModelConfig(pooling="mean", head="logistic", gating=True, **TINY),
     **{
         f"{pooling}+audio": ModelConfig(pooling=pooling, **{**TINY, **AUDIO})
-        for pooling in ("netvlad", "nextvlad", "lstm", "single_frame")
+        for pooling in ("netvlad", "nextvlad", "lstm", "single_frame", "nonlocal")
     },
+    "nonlocal_mean": ModelConfig(pooling="nonlocal", nonlocal_pool="mean", **TINY),
+    "netvlad+audio_early": ModelConfig(pooling="netvlad", fusion="early", **{**TINY, **AUDIO}),
 }
 VIDEO_CONFIGS = {
     "video": ModelConfig(data_level="video", feature_names=("mean_rgb",), **TINY),
@@ -172,6 +174,48 @@ def test_audio_gets_half_the_clusters():
     assert model.get_layer("audio_netvlad").cluster_size == 2
 
 
+def test_every_stream_but_audio_gets_the_full_cluster_size():
+    names = ("rgb", "audio", "flow", "i3d", "c3d", "fovea")
+    model = build_model(ModelConfig(feature_names=names, **{**TINY, "feature_sizes": (DIMS,) * 6}))
+    clusters = {name: model.get_layer(f"{name}_netvlad").cluster_size for name in names}
+    assert clusters == {**dict.fromkeys(names, 4), "audio": 2}
+    # Alone, audio is not the small stream beside another: it gets them all. The rule goes
+    # by name, not position: rgb second (after flow) keeps its full count.
+    alone = build_model(ModelConfig(feature_names=("audio",), **TINY))
+    assert alone.get_layer("audio_netvlad").cluster_size == 4
+    flow_first = ModelConfig(feature_names=("flow", "rgb"), **{**TINY, "feature_sizes": (6, DIMS)})
+    assert {
+        layer.cluster_size for layer in build_model(flow_first).layers if "_netvlad" in layer.name
+    } == {4}
+
+
+def test_early_fusion_is_one_pooling_of_the_concatenated_frames():
+    """The early-fusion model computes exactly what a one-feature model computes on the
+    streams concatenated per frame, with the same weights."""
+    early = build_model(FRAME_CONFIGS["netvlad+audio_early"])
+    assert {"fused_mask", "fused_norm", "fused_netvlad"} <= {layer.name for layer in early.layers}
+    assert early.get_layer("fused_netvlad").cluster_size == 4  # the full count, once
+    single = build_model(
+        ModelConfig(feature_names=("both",), **{**TINY, "feature_sizes": (DIMS + AUDIO_DIMS,)})
+    )
+    single.set_weights(early.get_weights())
+    inputs = _inputs(FRAME_CONFIGS["netvlad+audio_early"])
+    both = np.concatenate([inputs["rgb"], inputs["audio"]], axis=-1)
+    expected = single({"both": both, "num_frames": LENGTHS}, training=False)
+    np.testing.assert_allclose(early(inputs, training=False), expected, atol=1e-6)
+    late = build_model(FRAME_CONFIGS["netvlad+audio"])
+    assert {"rgb_netvlad", "audio_netvlad"} <= {layer.name for layer in late.layers}
+
+
+def test_configs_written_before_fusion_and_nonlocal_read_as_late():
+    old = ModelConfig(**AUDIO, num_classes=NUM_CLASSES).to_dict()
+    for field in ("fusion", "nonlocal_pool", "nonlocal_bottleneck"):
+        del old[field]
+    restored = ModelConfig.from_dict(old)
+    assert restored.fusion == "late" and not restored.early_fusion
+    assert restored.nonlocal_pool == "netvlad" and restored.nonlocal_bottleneck == 0
+
+
 def test_video_model_takes_one_vector_per_feature():
     model = build_model(VIDEO_CONFIGS["video+audio"])
     specs = {tensor.name: tuple(tensor.shape) for tensor in model.inputs}
@@ -180,7 +224,9 @@ def test_video_model_takes_one_vector_per_feature():
 
 def test_gating_defaults():
     for pooling in POOLING_CHOICES:
-        assert ModelConfig(pooling=pooling).gated == (pooling in CLUSTER_POOLINGS)
+        clustered = pooling in CLUSTER_POOLINGS or pooling == "nonlocal"  # nonlocal + NetVLAD
+        assert ModelConfig(pooling=pooling).gated == clustered
+    assert not ModelConfig(pooling="nonlocal", nonlocal_pool="mean").gated
     assert not ModelConfig(pooling="netvlad", data_level="video").gated
     assert not ModelConfig(pooling="netvlad", gating=False).gated
     assert ModelConfig(pooling="lstm", gating=True).gated
@@ -273,6 +319,9 @@ def test_config_json_round_trip(config: ModelConfig):
         ({"num_classes": 0}, r"num_classes=0"),
         ({"cluster_size": 0}, r"cluster_size=0"),
         ({"feature_sizes": (0,)}, r"feature_sizes=0"),
+        ({"fusion": "middle"}, r"fusion='middle'.*late.*early"),
+        ({"nonlocal_pool": "max"}, r"nonlocal_pool='max'.*netvlad.*mean"),
+        ({"nonlocal_bottleneck": -1}, r"nonlocal_bottleneck=-1"),
     ],
 )
 def test_config_rejects_bad_values(values: dict, message: str):

@@ -10,6 +10,8 @@ from pooling_models.layers import (
     MaskedBatchNormalization,
     NetVLAD,
     NeXtVLAD,
+    NonLocalBlock,
+    NonLocalPooling,
     masked_max,
     masked_mean,
 )
@@ -33,6 +35,10 @@ CASES = [
     ("nextvlad", {"cluster_size": 3, "expansion": 2, "groups": 4}, 3 * 2 * FEATURES // 4),
     ("lstm", {"units": 4, "num_layers": 2}, 4),
     ("gru", {"units": 4, "num_layers": 2}, 4),
+    # A random output projection, so the suite sees attention at work (the default, zeros,
+    # makes a new block the identity).
+    ("nonlocal", {"cluster_size": 3, "output_initializer": "glorot_uniform"}, 3 * FEATURES),
+    ("nonlocal", {"pooling": "mean", "bottleneck_size": 3, "output_initializer": "ones"}, FEATURES),
 ]
 PARAMS = [pytest.param(*case, id=f"{case[0]}-{i}") for i, case in enumerate(CASES)]
 
@@ -208,3 +214,67 @@ def test_bad_arguments_name_the_problem():
         ConvPooling(variant="spatial")
     with pytest.raises(ValueError, match="groups=3"):
         NeXtVLAD(cluster_size=2, groups=3)(_frames())
+    with pytest.raises(ValueError, match="pooling='max'"):
+        NonLocalPooling(pooling="max")
+    with pytest.raises(ValueError, match="bottleneck_size=-1"):
+        NonLocalBlock(bottleneck_size=-1)
+
+
+def _nonlocal_block(features: int, width: int, seed: int) -> tuple[NonLocalBlock, dict]:
+    """A built block with random weights (W_z too), and those weights by name."""
+    rng = np.random.default_rng(seed)
+    block = NonLocalBlock(bottleneck_size=width)
+    block.build((None, None, features))
+    weights = {}
+    for name, shape in [
+        ("theta", (features, width)),
+        ("phi", (features, width)),
+        ("g", (features, width)),
+        ("output_projection", (width, features)),
+    ]:
+        layer = getattr(block, name)
+        weights[name] = (rng.normal(size=shape), rng.normal(size=shape[-1]))
+        layer.kernel.assign(weights[name][0].astype(np.float32))
+        layer.bias.assign(weights[name][1].astype(np.float32))
+    return block, weights
+
+
+def test_non_local_block_matches_numpy_formula_over_real_frames():
+    """z_t = x_t + W_z sum_s softmax_s(theta(x_t).phi(x_s)/sqrt(C)) g(x_s), s real only."""
+    block, weights = _nonlocal_block(FEATURES, 3, seed=5)
+    frames, mask = _garbage_padded(_frames(), LENGTHS, STEPS + EXTRA_PADDING, seed=6)
+    attended = keras.ops.convert_to_numpy(block(frames, mask=mask))
+
+    def linear(x, name):
+        kernel, bias = weights[name]
+        return x @ kernel + bias
+
+    for video, length in enumerate(LENGTHS):
+        x = frames[video, :length].astype(np.float64)  # [t, D], the real frames
+        logits = linear(x, "theta") @ linear(x, "phi").T / np.sqrt(3)
+        soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+        soft /= soft.sum(axis=1, keepdims=True)
+        expected = x + linear(soft @ linear(x, "g"), "output_projection")
+        np.testing.assert_allclose(attended[video, :length], expected, rtol=1e-4, atol=1e-4)
+        assert (attended[video, length:] == 0).all()  # padded rows stay zero
+
+
+def test_a_new_non_local_block_is_the_identity():
+    frames, mask = _garbage_padded(_frames(), LENGTHS, STEPS, seed=2)
+    attended = keras.ops.convert_to_numpy(NonLocalBlock()(frames, mask=mask))
+    np.testing.assert_array_equal(attended[mask], frames[mask])
+    pooled = NonLocalPooling(pooling="mean")(frames, mask=mask)
+    np.testing.assert_allclose(pooled, masked_mean(frames, mask), atol=1e-6)
+
+
+def test_non_local_attention_mixes_frames_of_a_video_only():
+    """With W_z nonzero, changing one real frame changes every real row of its video (the
+    block attends across time) and nothing in the other videos."""
+    block, _ = _nonlocal_block(FEATURES, 4, seed=7)
+    frames, mask = _garbage_padded(_frames(), LENGTHS, STEPS, seed=2)
+    before = keras.ops.convert_to_numpy(block(frames, mask=mask))
+    changed = frames.copy()
+    changed[1, 0] += 1.0  # video 1's first frame
+    after = keras.ops.convert_to_numpy(block(changed, mask=mask))
+    assert (np.abs(after[1, 1:] - before[1, 1:]).max(axis=-1) > 1e-4).all()
+    np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])

@@ -1,5 +1,6 @@
-"""rgb + audio in train_pool / eval_pool: the manifest's streams as the default features, and
-YouTube-8M's official records (rgb 1024 + audio 128 bytes per second, no manifest).
+"""rgb + audio in train_pool / eval_pool: the manifest's streams as the default features,
+YouTube-8M's official records (rgb 1024 + audio 128 bytes per second, no manifest), early
+fusion of the streams and the non-local pooling, trained end to end.
 
 Records are written here with the record encoders, so the tests need no extraction. Labels
 follow the audio rows only; the rgb rows are noise, so a model that learns at all uses audio.
@@ -7,58 +8,13 @@ follow the audio rows only; the rgb rows are noise, so a model that learns at al
 
 import json
 
-import numpy as np
+import keras
 import pytest
-import tensorflow as tf
 
-from features import manifest, records
+from features import manifest
 from features.formats import AUDIO_KEY, MANIFEST_FILE, RGB_KEY
-from framevlad_proto import framevlad_pb2
 from pooling_models import eval_pool, model_dir, train_pool
-
-NUM_CLASSES = 3
-FRAMES = 6
-
-
-def write_records(folder, videos: int, seed: int, sizes: dict[str, int]) -> None:
-    """Frame-level records in folder/frame, video-level in folder/video; class k's audio
-    rows sit around level 48 + 80 k, everything else is noise."""
-    rng = np.random.default_rng(seed)
-    frame_rows, video_rows = [], []
-    for number in range(videos):
-        label = number % NUM_CLASSES
-        video_id = f"v{seed}_{number:03d}"
-        features = {
-            name: rng.integers(0, 256, (FRAMES, size)).astype(np.uint8)
-            for name, size in sizes.items()
-        }
-        level = 48 + 80 * label
-        features[AUDIO_KEY] = np.clip(
-            rng.normal(level, 8, (FRAMES, sizes[AUDIO_KEY])), 0, 255
-        ).astype(np.uint8)
-        frame_rows.append(records.encode_frame_example(video_id, [label], features))
-        means = {f"mean_{name}": frames.mean(0) / 64 - 2 for name, frames in features.items()}
-        video_rows.append(records.encode_video_example(video_id, [label], means))
-    for level, rows in (("frame", frame_rows), ("video", video_rows)):
-        (folder / level).mkdir(parents=True)
-        with tf.io.TFRecordWriter(str(folder / level / "part-00000.tfrecord")) as writer:
-            for row in rows:
-                writer.write(row)
-
-
-def two_stream_manifest(sizes: dict[str, int]) -> framevlad_pb2.Manifest:
-    """What extract_features writes for --streams rgb,audio (the fields train_pool reads)."""
-    features = framevlad_pb2.Manifest(format_version=2, fps=1.0, num_classes=NUM_CLASSES)
-    for name, backbone, weights, pca in (
-        (RGB_KEY, "tiny", "random", "pca.npz"),
-        (AUDIO_KEY, "vggish", "random", "audio_pca.npz"),
-    ):
-        stream = features.streams.add(name=name, backbone=backbone, dims=sizes[name])
-        stream.weights.kind = weights
-        stream.frame_height, stream.frame_width = (32, 32) if name == RGB_KEY else (96, 64)
-        stream.pca.file, stream.pca.output_dims = pca, sizes[name]
-        features.feature_sizes[name] = sizes[name]
-    return features
+from tests.pooling_models.synthetic import NUM_CLASSES, two_stream_manifest, write_records
 
 
 def train_args(data, output, *extra: str) -> list[str]:
@@ -102,6 +58,34 @@ def test_the_manifest_streams_are_the_default_features(extracted, tmp_path):
         eval_pool.EvalPoolConfig(str(output), str(extracted / "frame/*.tfrecord"))
     )
     assert evaluated["hit_at_1"] >= 0.9
+
+
+def test_nonlocal_early_fusion_trains_and_round_trips(extracted, tmp_path):
+    """--pooling nonlocal --fusion early: one non-local block + NetVLAD over rgb and audio
+    concatenated per frame (24 + 8 dims). The loss falls, the attention leaves its identity
+    start, and train_config.json records both, so eval_pool rebuilds the model."""
+    output = tmp_path / "model"
+    flags = ["--pooling", "nonlocal", "--fusion", "early", "--nonlocal_bottleneck", "4"]
+    args = train_args(extracted / "frame/*.tfrecord", output, *flags, "--epochs", "2")
+    assert train_pool.main(args) == 0
+    train_config = model_dir.read_train_config(str(output))
+    model_config = train_config.model
+    assert (model_config.pooling, model_config.fusion) == ("nonlocal", "early")
+    assert model_config.nonlocal_pool == "netvlad" and model_config.nonlocal_bottleneck == 4
+    losses = train_config.history["loss"]
+    assert losses[-1] < 0.9 * losses[0]
+    model = model_dir.load_model(str(output))
+    fused = model.get_layer("fused_nonlocal")
+    assert fused.cluster_size == 4 and fused.block.width == 4
+    assert fused.aggregate.feature_size == 24 + 8
+    assert not [layer for layer in model.layers if layer.name.startswith(("rgb_", "audio_"))]
+    assert sorted(tensor.name for tensor in model.inputs) == ["audio", "num_frames", "rgb"]
+    assert abs(keras.ops.convert_to_numpy(fused.block.output_projection.kernel)).max() > 0
+    data = str(extracted / "frame/*.tfrecord")
+    evaluated = eval_pool.run(eval_pool.EvalPoolConfig(str(output), data))
+    assert evaluated["num_videos"] == 60
+    stored = json.loads((output / model_dir.EVAL_METRICS_FILE).read_text())
+    assert stored["gap"] == evaluated["gap"]
 
 
 def test_video_level_defaults_to_both_means(extracted, tmp_path):
