@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from features import manifest, storage, streams
 from features.cli import UsageError, warn
-from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY, VGGISH_BACKBONE
+from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY
 from framevlad_proto import framevlad_pb2
 from pipelines import inputs, tagging_records
 from pipelines.elements import Failure, VideoInput
@@ -200,17 +200,10 @@ def model_streams(
     return tuple(spec for spec in recorded if spec.name in names or spec.name == RGB_KEY)
 
 
-def check_video_model(model: TaggingModel) -> None:
-    """Raw videos need every stream's weights and PCA file the model's manifest names:
-    checked here, so that a missing one is one line before any decoding, not a worker's
-    traceback."""
-    for spec in model.specs:
-        _check_spec_files(spec, f"--model {model.url}")
-
-
 def check_video_ensemble(models: TaggingEnsemble) -> None:
     """Raw videos need a manifest in every model, and the weights and PCA file of every
-    stream to rebuild (each named with the model it comes from)."""
+    stream to rebuild: checked here, so that a missing one is one line naming the model it
+    comes from before any decoding, not a worker's traceback."""
     for model in models.models:
         if model.no_videos_reason:
             fix = "tag its frame-level records instead, or retrain on features with a manifest"
@@ -223,9 +216,10 @@ def check_video_ensemble(models: TaggingEnsemble) -> None:
 
 def _check_spec_files(spec: streams.FeatureSpec, where: str) -> None:
     from features import backbones
+    from pipelines import stream_weights
 
     try:
-        resolve_stream_weights(spec)
+        stream_weights.resolve_spec_weights(spec)
     except (backbones.BackboneError, FileNotFoundError) as error:
         what = f"the {spec.name} stream's {spec.backbone} weights cannot be loaded: {error}"
         fix = "restore the weights file its manifest names (or the Keras cache for imagenet)"
@@ -233,18 +227,6 @@ def _check_spec_files(spec: streams.FeatureSpec, where: str) -> None:
     if not storage.exists(spec.pca):
         fix = "copy the features' PCA file into the model directory, or retrain"
         raise UsageError(f"{spec.pca} is missing", where, fix)
-
-
-def resolve_stream_weights(spec: streams.FeatureSpec) -> None:
-    from features import backbones
-
-    local = storage.stage_file(spec.weights)
-    if spec.backbone == VGGISH_BACKBONE:
-        from features import vggish
-
-        vggish.resolve_vggish_weights(local, spec.seed)
-    else:
-        backbones.resolve_weights(spec.backbone, local, spec.seed)
 
 
 def features_fps(
