@@ -1,6 +1,8 @@
-"""`tag_videos`: tag a video library (raw videos or frame-level TFRecords) with a model.
+"""`tag_videos`: tag a video library (raw videos or frame-level TFRecords) with a model, or
+an ensemble of models whose probabilities are averaged.
 
     tag_videos --model model/ --input videos/ --output tags/ [--top_k 5] [Beam options]
+    tag_videos --model rgb_model/ --model flow_model/ [--ensemble_weights 0.6,0.4] ...
 
 Writes `<output>/tags.parquet` + `tags.csv` (id, path, rank, label_index, label_name, score),
 `segments.parquet` (id, start_s, end_s, label_index, label_name, score), `predictions.csv`
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from features import cli, lease, storage
 from features.cli import UsageError
 from pipelines.config import FaultPlan
+from pooling_models.config import normalized_weights, split_weights
 
 PROG = "tag_videos"
 INPUT_KINDS = ("auto", "videos", "records")
@@ -31,6 +34,8 @@ class TagConfig:
     model: str  # as given, made absolute: tagging.json records it
     input: str
     output: str
+    extra_models: tuple[str, ...] = ()  # further --model flags: an ensemble
+    ensemble_weights: tuple[float, ...] = ()  # as given, one per model; empty: equal
     input_kind: str = "auto"
     top_k: int = 5
     min_score: float = 0.0
@@ -57,11 +62,23 @@ class TagConfig:
         for flag, value, holds, wanted in rules:
             if not holds:
                 raise UsageError("out of range", f"{flag} {value}", f"pass {wanted}")
-        if self.output.rstrip("/") in (self.model.rstrip("/"), self.input.rstrip("/")):
+        taken = [url.rstrip("/") for url in (*self.models, self.input)]
+        if self.output.rstrip("/") in taken:
             raise UsageError(
                 "is also --model or --input", f"--output {self.output}", "write to a new folder"
             )
+        normalized_weights(self.ensemble_weights, len(self.models))
         return self
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every --model, in the order given."""
+        return (self.model, *self.extra_models)
+
+    @property
+    def model_weights(self) -> tuple[float, ...]:
+        """One weight per model, summing to 1."""
+        return normalized_weights(self.ensemble_weights, len(self.models))
 
 
 def build_parser() -> cli.Parser:
@@ -73,7 +90,18 @@ def build_parser() -> cli.Parser:
         passthrough=beam_option_names,
         epilog="Beam's own flags (e.g. --runner, --direct_num_workers) are passed to Beam.",
     )
-    parser.add_argument("--model", required=True, help="a train_pool model directory")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="a train_pool model directory; repeat it for an ensemble, whose probabilities "
+        "are averaged (the models must share a vocabulary)",
+    )
+    parser.add_argument(
+        "--ensemble_weights",
+        default="",
+        help="comma-separated, one per --model, scaled to sum to 1; empty: equal weights",
+    )
     parser.add_argument("--input", required=True, help="videos (folder, glob, gs://) or records")
     parser.add_argument(
         "--input_kind",
@@ -113,10 +141,13 @@ def build_parser() -> cli.Parser:
 
 
 def config_from_flags(args, beam_args: list[str]) -> TagConfig:  # args: argparse.Namespace
+    first, *others = (storage.absolute(model) for model in args.model)
     return TagConfig(
-        model=storage.absolute(args.model),
+        model=first,
         input=storage.absolute(args.input),
         output=storage.absolute(args.output),
+        extra_models=tuple(others),
+        ensemble_weights=split_weights(args.ensemble_weights),
         input_kind=args.input_kind,
         top_k=args.top_k,
         min_score=args.min_score,
@@ -143,28 +174,25 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
 
     config.validate()
     storage.check_bucket(config.output, "--output")
-    model = tagging_plan.load_model(config.model)
-    tagging_inputs = tagging_plan.find_inputs(config.input, config.input_kind, model.feature_names)
-    if tagging_inputs.kind == "videos" and model.no_videos_reason:
-        fix = "tag its frame-level records instead, or retrain on features with a manifest"
-        raise UsageError(
-            f"cannot tag raw videos: {model.no_videos_reason}", f"--model {config.model}", fix
-        )
+    models = tagging_plan.load_ensemble(config.models, config.model_weights)
+    tagging_inputs = tagging_plan.find_inputs(config.input, config.input_kind, models.feature_names)
     if tagging_inputs.kind == "videos":
-        tagging_plan.check_video_model(model)
-    fps = tagging_plan.features_fps(model, tagging_inputs, config.input)
+        tagging_plan.check_video_ensemble(models)
+    fps = tagging_plan.features_fps(models, tagging_inputs, config.input)
     run_id = new_run_id()
     with lease.acquire(config.output, PROG, config.lease_timeout_s, config.break_lease, run_id):
         tagging_outputs.prepare_output(config.output, config.overwrite, keep=(lease.LEASE_FILE,))
         staging = tagging_outputs.staging_dir(config.output, run_id)
-        settings = _settings(config, model, fps, staging)
+        settings = _settings(config, models, fps, staging)
         summary = {"run_id": run_id, "model": config.model, "input": config.input}
+        if config.extra_models:  # one model's tagging.json stays as it was
+            summary.update(models=list(config.models), ensemble_weights=list(models.weights))
         summary.update(input_kind=tagging_inputs.kind, fps=fps, top_k=config.top_k)
         summary.update(min_score=config.min_score, segment_seconds=config.segment_seconds)
         summary["smooth"] = config.smooth
         tagging_steps.run_job(
             pipeline or _pipeline(config.beam_args),
-            tagging_steps.TaggingJob(settings, tagging_inputs, model.specs, summary),
+            tagging_steps.TaggingJob(settings, tagging_inputs, models.specs, summary),
             config.frames_per_batch,
             faults,
         )
@@ -176,21 +204,24 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
     return json.loads(written)
 
 
-def _settings(config: TagConfig, model, fps: float, staging: str):  # -> TagSettings
+def _settings(config: TagConfig, models, fps: float, staging: str):  # -> TagSettings
     from pipelines import tagging_steps
 
+    scoring = tuple(
+        tagging_steps.ScoringModel(model.url, model.max_frames, weight)
+        for model, weight in zip(models.models, models.weights, strict=True)
+    )
     return tagging_steps.TagSettings(
-        model_url=config.model,
+        models=scoring,
         staging=staging,
-        feature_names=model.feature_names,
-        feature_sizes=model.feature_sizes,
+        feature_names=models.feature_names,
+        feature_sizes=models.feature_sizes,
         fps=fps,
-        max_frames=model.max_frames,
         top_k=config.top_k,
         min_score=config.min_score,
         segment_seconds=config.segment_seconds,
         smooth=config.smooth,
-        label_names=model.label_names,
+        label_names=models.label_names,
     )
 
 

@@ -1,17 +1,20 @@
-"""What tag_videos settles on the launcher before a job starts: the model, read once from its
-directory, and the input, matched and told apart (videos or frame-level records) by content.
+"""What tag_videos settles on the launcher before a job starts: the model (or the ensemble of
+models), read once from their directories, and the input, matched and told apart (videos or
+frame-level records) by content.
 
 Every check that can fail here fails with one line before any frame is decoded.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from features import manifest, storage, streams
 from features.cli import UsageError, warn
-from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY, VGGISH_BACKBONE, VOCABULARY_FILE
-from features.labels import LabelError, Vocabulary
+from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY
+from framevlad_proto import framevlad_pb2
 from pipelines import inputs, tagging_records
 from pipelines.elements import Failure, VideoInput
+from pooling_models import ensemble, model_dir
 
 SNIFF_FILES = 8  # files read (12 bytes each) to tell records from videos
 
@@ -30,6 +33,26 @@ class TaggingModel:
     specs: tuple[streams.FeatureSpec, ...]
     fps: float  # of the features the model was trained on; 0 when unknown (no manifest)
     no_videos_reason: str  # why raw videos cannot be tagged; "" when they can
+    num_classes: int = 0
+    # The manifest's record of every stream (empty: no manifest): how its features were
+    # made, compared between the members of an ensemble.
+    streams: tuple[framevlad_pb2.StreamInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaggingEnsemble:
+    """The models tag_videos scores with, one or more: their probabilities are averaged with
+    `weights` (sum 1). Features are the union of the models' (a stream two models share was
+    extracted alike, checked by `load_ensemble`), so each video is decoded and embedded once."""
+
+    models: tuple[TaggingModel, ...]
+    weights: tuple[float, ...]
+    feature_names: tuple[str, ...]  # every model's inputs, the first model's first
+    feature_sizes: tuple[int, ...]
+    specs: tuple[streams.FeatureSpec, ...]  # the streams to rebuild from raw videos
+    spec_models: tuple[str, ...]  # the url of the model whose manifest gave each spec
+    fps: float  # of the features the models were trained on; 0 when none knows
+    label_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -44,8 +67,6 @@ class TaggingInputs:
 def load_model(url: str) -> TaggingModel:
     """Reads the model directory's train_config.json, manifest and vocabulary (local or
     gs://, through storage); errors name --model as given."""
-    from pooling_models import model_dir
-
     where = f"--model {url}"
     train_config = model_dir.read_train_config(url)
     if train_config.model.data_level != "frame":
@@ -54,21 +75,110 @@ def load_model(url: str) -> TaggingModel:
     names = tuple(train_config.model.feature_names)
     sizes = tuple(train_config.model.feature_sizes)
     specs: tuple[streams.FeatureSpec, ...] = ()
+    recorded: tuple[framevlad_pb2.StreamInfo, ...] = ()
     fps, reason = 0.0, train_config.note or f"it has no {MANIFEST_FILE}"
     manifest_path = storage.join(url, MANIFEST_FILE)
     if train_config.raw_video_tagging and storage.exists(manifest_path):
         features = manifest.read_manifest(manifest_path)
         specs = model_streams(streams.specs_from_manifest(features, url), names, sizes, where)
+        recorded = tuple(features.streams)
         fps, reason = features.fps, ""
     return TaggingModel(
         url=url,
         max_frames=train_config.max_frames,
         feature_names=names,
         feature_sizes=sizes,
-        label_names=_label_names(url),
+        label_names=model_dir.label_names(url),
         specs=specs,
         fps=fps,
         no_videos_reason=reason,
+        num_classes=train_config.model.num_classes,
+        streams=recorded,
+    )
+
+
+def load_ensemble(urls: Sequence[str], weights: Sequence[float]) -> TaggingEnsemble:
+    """The models of --model (one or more) with their normalized weights; one-line errors
+    when they disagree on the vocabulary (checked first), on the frame rate, or on how a
+    stream they share was extracted."""
+    models = tuple(load_model(url) for url in urls)
+    if len(models) > 1:
+        ensemble.check_same_vocabulary(urls, [model.num_classes for model in models])
+    _check_same_fps(models)
+    sizes: dict[str, int] = {}
+    users: dict[str, TaggingModel] = {}  # the first model that takes each feature
+    for model in models:
+        for name, size in zip(model.feature_names, model.feature_sizes, strict=True):
+            if name in users:
+                _check_same_stream(name, users[name], model)
+            else:
+                sizes[name], users[name] = size, model
+    specs, spec_models = _union_specs(models)
+    return TaggingEnsemble(
+        models=models,
+        weights=tuple(weights),
+        feature_names=tuple(sizes),
+        feature_sizes=tuple(sizes.values()),
+        specs=specs,
+        spec_models=spec_models,
+        fps=next((model.fps for model in models if model.fps), 0.0),
+        label_names=models[0].label_names,
+    )
+
+
+def _check_same_fps(models: tuple[TaggingModel, ...]) -> None:
+    known = [model for model in models if model.fps]
+    for model in known[1:]:
+        if model.fps != known[0].fps:
+            what = (
+                f"its features are at {model.fps:g} fps, {known[0].fps:g} in --model {known[0].url}"
+            )
+            fix = "ensemble models trained on features of one frame rate"
+            raise UsageError(what, f"--model {model.url}", fix)
+
+
+def _check_same_stream(name: str, first: TaggingModel, model: TaggingModel) -> None:
+    """One feature list feeds both models, so both must have been trained on it as it is
+    made: same width, and (where both manifests say) the same backbone, weights, frame
+    size and PCA."""
+    where, fix = f"--model {model.url}", "ensemble models whose shared streams were extracted alike"
+    first_size = first.feature_sizes[first.feature_names.index(name)]
+    size = model.feature_sizes[model.feature_names.index(name)]
+    if size != first_size:
+        what = f"its {name} input is {size}-d, {first_size}-d in --model {first.url}"
+        raise UsageError(what, where, fix)
+    recorded = {stream.name: stream for stream in first.streams}
+    other = {stream.name: stream for stream in model.streams}
+    if name not in recorded or name not in other:
+        return  # a model without a manifest: nothing recorded to compare
+    difference = ensemble.stream_difference(other[name], model.url, recorded[name], first.url)
+    if difference:
+        field, value, first_value = difference
+        what = (
+            f"its {name} features were extracted differently ({field} {value!r}, "
+            f"{first_value!r} in --model {first.url})"
+        )
+        raise UsageError(what, where, fix)
+
+
+def _union_specs(
+    models: tuple[TaggingModel, ...],
+) -> tuple[tuple[streams.FeatureSpec, ...], tuple[str, ...]]:
+    """Every stream some model's manifest asks for, once, in manifest order, with the model
+    it came from. A stream a model takes wins over one only decoded alongside (rgb, which
+    every extraction computes), so the features a model reads are the ones it was trained
+    on."""
+    chosen: dict[str, tuple[streams.FeatureSpec, TaggingModel]] = {}
+    for model in models:
+        for spec in model.specs:
+            held = chosen.get(spec.name)
+            if held is None or (
+                spec.name in model.feature_names and spec.name not in held[1].feature_names
+            ):
+                chosen[spec.name] = (spec, model)
+    return (
+        tuple(spec for spec, _ in chosen.values()),
+        tuple(model.url for _, model in chosen.values()),
     )
 
 
@@ -90,38 +200,38 @@ def model_streams(
     return tuple(spec for spec in recorded if spec.name in names or spec.name == RGB_KEY)
 
 
-def check_video_model(model: TaggingModel) -> None:
-    """Raw videos need every stream's weights and PCA file the model's manifest names:
-    checked here, so that a missing one is one line before any decoding, not a worker's
-    traceback."""
+def check_video_ensemble(models: TaggingEnsemble) -> None:
+    """Raw videos need a manifest in every model, and the weights and PCA file of every
+    stream to rebuild: checked here, so that a missing one is one line naming the model it
+    comes from before any decoding, not a worker's traceback."""
+    for model in models.models:
+        if model.no_videos_reason:
+            fix = "tag its frame-level records instead, or retrain on features with a manifest"
+            raise UsageError(
+                f"cannot tag raw videos: {model.no_videos_reason}", f"--model {model.url}", fix
+            )
+    for spec, url in zip(models.specs, models.spec_models, strict=True):
+        _check_spec_files(spec, f"--model {url}")
+
+
+def _check_spec_files(spec: streams.FeatureSpec, where: str) -> None:
     from features import backbones
+    from pipelines import stream_weights
 
-    where = f"--model {model.url}"
-    for spec in model.specs:
-        try:
-            resolve_stream_weights(spec)
-        except (backbones.BackboneError, FileNotFoundError) as error:
-            what = f"the {spec.name} stream's {spec.backbone} weights cannot be loaded: {error}"
-            fix = "restore the weights file its manifest names (or the Keras cache for imagenet)"
-            raise UsageError(what, where, fix) from None
-        if not storage.exists(spec.pca):
-            fix = "copy the features' PCA file into the model directory, or retrain"
-            raise UsageError(f"{spec.pca} is missing", where, fix)
-
-
-def resolve_stream_weights(spec: streams.FeatureSpec) -> None:
-    from features import backbones
-
-    local = storage.stage_file(spec.weights)
-    if spec.backbone == VGGISH_BACKBONE:
-        from features import vggish
-
-        vggish.resolve_vggish_weights(local, spec.seed)
-    else:
-        backbones.resolve_weights(spec.backbone, local, spec.seed)
+    try:
+        stream_weights.resolve_spec_weights(spec)
+    except (backbones.BackboneError, FileNotFoundError) as error:
+        what = f"the {spec.name} stream's {spec.backbone} weights cannot be loaded: {error}"
+        fix = "restore the weights file its manifest names (or the Keras cache for imagenet)"
+        raise UsageError(what, where, fix) from None
+    if not storage.exists(spec.pca):
+        fix = "copy the features' PCA file into the model directory, or retrain"
+        raise UsageError(f"{spec.pca} is missing", where, fix)
 
 
-def features_fps(model: TaggingModel, tagging: TaggingInputs, input_arg: str) -> float:
+def features_fps(
+    model: TaggingModel | TaggingEnsemble, tagging: TaggingInputs, input_arg: str
+) -> float:
     """Frames per second of the features tagged, which segment times need: the model's
     manifest, else (records input) the records' own manifest, else YouTube-8M's 1 fps,
     with a warning since nothing recorded it."""
@@ -136,17 +246,6 @@ def features_fps(model: TaggingModel, tagging: TaggingInputs, input_arg: str) ->
         f"assume YouTube-8M's {DEFAULT_FPS:g} frame per second",
     )
     return DEFAULT_FPS
-
-
-def _label_names(url: str) -> tuple[str, ...]:
-    path = storage.join(url, VOCABULARY_FILE)
-    if not storage.exists(path):
-        return ()
-    try:
-        return Vocabulary.from_csv(storage.read_text(path), source=path).names
-    except LabelError as error:
-        fix = "restore it from the features' vocabulary.csv, or retrain"
-        raise UsageError(f"unreadable {VOCABULARY_FILE}: {error}", f"--model {url}", fix) from None
 
 
 def find_inputs(

@@ -39,15 +39,23 @@ class TaggableVideo:
 
 
 @dataclass(frozen=True)
+class ScoringModel:
+    """One model of the ensemble that scores every video (often the only one)."""
+
+    url: str  # a model directory, local or gs://
+    max_frames: int  # clip length it was trained on
+    weight: float  # its share of the averaged probabilities; the weights sum to 1
+
+
+@dataclass(frozen=True)
 class TagSettings:
     """What every worker needs to score videos and lay the scores out as rows."""
 
-    model_url: str
+    models: tuple[ScoringModel, ...]
     staging: str  # the run's staging folder: thumbnails go under its report/
-    feature_names: tuple[str, ...]  # the model's frame-level inputs: rgb[, audio]
+    feature_names: tuple[str, ...]  # every model's frame-level inputs: rgb[, audio, flow, ...]
     feature_sizes: tuple[int, ...]
     fps: float
-    max_frames: int  # clip length the model was trained on
     top_k: int
     min_score: float
     segment_seconds: float
@@ -104,7 +112,10 @@ def size_mismatch(video: TaggableVideo, settings: TagSettings) -> str:
 
 
 class TagVideo(beam.DoFn):
-    """Scores a video and its segments: tag rows, segment rows, a Kaggle line, a thumbnail."""
+    """Scores a video and its segments: tag rows, segment rows, a Kaggle line, a thumbnail.
+
+    With several models each scores the video from the features it takes, over its own clip
+    length, and the video's and segments' scores are their weighted mean."""
 
     def __init__(self, settings: TagSettings) -> None:
         self._settings = settings
@@ -114,9 +125,11 @@ class TagVideo(beam.DoFn):
     def setup(self) -> None:
         from pooling_models import model_dir
 
-        model = model_dir.load_model(self._settings.model_url)  # a gs:// file: staged once
-        self._scorer = tagging.WindowScorer(model)
-        self._model_loads.inc()
+        self._scorers = []
+        for member in self._settings.models:
+            model = model_dir.load_model(member.url)  # a gs:// file: staged once
+            self._scorers.append(tagging.WindowScorer(model))
+            self._model_loads.inc()
 
     def process(self, video: TaggableVideo) -> Iterator:
         settings = self._settings
@@ -127,12 +140,15 @@ class TagVideo(beam.DoFn):
             return
         frames_per_segment = max(1, round(settings.segment_seconds * settings.fps))
         try:
-            scores = tagging.score_video(
-                self._scorer,
-                {name: dequantize(frames) for name, frames in video.quantized.items()},
-                settings.max_frames,
-                frames_per_segment,
-                settings.smooth,
+            frames = {name: dequantize(values) for name, values in video.quantized.items()}
+            scores = tagging.ensemble_scores(
+                [
+                    tagging.score_video(
+                        scorer, frames, member.max_frames, frames_per_segment, settings.smooth
+                    )
+                    for scorer, member in zip(self._scorers, settings.models, strict=True)
+                ],
+                [member.weight for member in settings.models],
             )
             if not np.isfinite(scores.video).all() or not np.isfinite(scores.segments).all():
                 raise ValueError("the model gave non-finite scores")

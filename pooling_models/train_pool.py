@@ -49,7 +49,12 @@ def build_parser() -> cli.Parser:
         help="late: pool each feature on its own, then concatenate; early: concatenate the "
         "features per frame, then pool once",
     )
-    add("--cluster_size", type=cli.int_at_least(1), default=64)
+    add(
+        "--cluster_size",
+        type=cli.int_at_least(1),
+        default=64,
+        help="clusters per stream; audio pooled beside other streams gets half",
+    )
     add("--hidden_size", type=cli.int_at_least(1), default=1024)
     add("--head", default="moe", choices=HEAD_CHOICES)
     add("--num_mixtures", type=cli.int_at_least(1), default=2)

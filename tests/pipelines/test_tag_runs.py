@@ -179,8 +179,22 @@ def test_help_is_quick_and_needs_no_tensorflow_or_beam():
     assert "--frames_per_batch FRAMES_PER_BATCH frames per CNN batch" in text
     assert "(formerly --batch_size) (default: 32)" in text
     assert "--input_kind" in text and "--overwrite" in text
+    assert "repeat it for an ensemble" in text and "--ensemble_weights" in text
     _, code, seconds = done.stdout.strip().splitlines()[-1].split()
     assert code == "0" and float(seconds) < 1.0
+
+
+def test_ensemble_flags_that_cannot_work_are_one_line(tmp_path, capsys):
+    base = ["--model", "a", "--model", "b", "--input", "i", "--output", str(tmp_path / "o")]
+    cases = [
+        (["--ensemble_weights", "1"], "1 weights for 2 models (--ensemble_weights 1)"),
+        (["--ensemble_weights", "0,0"], "the weights sum to 0"),
+        (["--ensemble_weights", "x,1"], "'x' is not a finite number >= 0"),
+        (["--model", str(tmp_path / "o")], "is also --model or --input"),
+    ]
+    for flags, expected in cases:
+        assert tag_videos.main([*base, *flags]) == 2
+        assert expected in one_line_error(capsys)
 
 
 def test_flag_types_reject_what_cannot_work(capsys):

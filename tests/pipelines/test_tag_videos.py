@@ -1,4 +1,5 @@
-"""tag_videos end to end: a model trained on the sample library tags its raw videos and records."""
+"""tag_videos end to end: a model trained on the sample library tags its raw videos and records;
+an ensemble of models tags records with the weighted mean of their scores."""
 
 import itertools
 import json
@@ -8,12 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import manifest
+from features import records as fv_records
 from features.labels import Vocabulary
 from features.quantize import dequantize
+from framevlad_proto import framevlad_pb2
 from pipelines import tag_videos, tagging_plan
 from pooling_models import model_dir, tagging, train_pool
+from pooling_models.model_config import ModelConfig
 from tests import browser
 from tests.extraction import BROKEN_INPUTS, frame_records
+from tests.pooling_models.synthetic import two_stream_manifest, write_model_dir, write_records
 
 CLIP_FRAMES = 4  # shorter than every sample video, so tagging averages several clips
 
@@ -197,3 +203,117 @@ def test_report_shows_every_video_and_failure_in_chromium(raw_tags, tmp_path):
     for relative in BROKEN_INPUTS:
         assert relative in dom
     assert len(list((output / "report/thumbnails").iterdir())) == summary["counts"]["tagged"]
+
+
+# Ensembles: model directories written straight from a ModelConfig and records written with
+# the record encoders, so these tests run no extraction and no training.
+ENSEMBLE_SIZES = {"rgb": 24, "audio": 8}
+ENSEMBLE_NAMES = ("cat", "dog", "eel")
+ENSEMBLE_HEAD = {"num_classes": 3, "cluster_size": 2, "hidden_size": 8, "head": "logistic"}
+
+
+def ensemble_model(root, name: str, feature: str, seed: int, **extra) -> str:
+    """A model directory taking one feature: rgb (mean pooling, 4-frame clips) or audio
+    (NetVLAD, 3-frame clips)."""
+    pooling = "mean" if feature == "rgb" else "netvlad"
+    config = ModelConfig(
+        pooling=pooling,
+        feature_names=(feature,),
+        feature_sizes=(ENSEMBLE_SIZES[feature],),
+        **ENSEMBLE_HEAD,
+    )
+    clip = 4 if feature == "rgb" else 3
+    extra.setdefault("label_names", ENSEMBLE_NAMES)
+    return str(write_model_dir(root / name, config, seed, max_frames=clip, **extra))
+
+
+@pytest.fixture(scope="module")
+def ensemble_inputs(tmp_path_factory):
+    """(records glob, rgb model, audio model): 12 videos of 1 to 11 seconds."""
+    root = tmp_path_factory.mktemp("ensemble")
+    write_records(root / "features", 12, 5, ENSEMBLE_SIZES, frames=-11)
+    manifest.write_manifest(
+        str(root / "features/manifest.json"), two_stream_manifest(ENSEMBLE_SIZES)
+    )
+    rgb = ensemble_model(root, "rgb", "rgb", 1)
+    audio = ensemble_model(root, "audio", "audio", 2)
+    return str(root / "features/frame/*.tfrecord"), rgb, audio
+
+
+def test_two_models_tag_records_with_their_weighted_mean(ensemble_inputs, tmp_path):
+    """Each model scores the video from its own feature over its own clip length; tags and
+    segments carry 1/4 of the rgb model's scores plus 3/4 of the audio model's."""
+    records_glob, rgb, audio = ensemble_inputs
+    flags = ["--model", audio, "--ensemble_weights", "1,3", "--top_k", "3"]
+    summary = tag(rgb, records_glob, tmp_path, *flags, "--segment_seconds", "2")
+    assert summary["models"] == [rgb, audio] and summary["ensemble_weights"] == [0.25, 0.75]
+    assert summary["counts"]["tagged"] == 12
+    tags = pd.read_parquet(tmp_path / "tags.parquet").set_index(["id", "label_index"])["score"]
+    segments = pd.read_parquet(tmp_path / "segments.parquet")
+    segments = segments.set_index(["id", "start_s", "label_index"])["score"]
+    scorers = {url: tagging.WindowScorer(model_dir.load_model(url)) for url in (rgb, audio)}
+    records_path = tagging_plan.find_inputs(records_glob, "records").record_files
+    for raw in fv_records.read_tfrecords(records_path):
+        record = fv_records.decode_frame_example(raw, ("rgb", "audio"))
+        frames = {name: dequantize(values) for name, values in record.features.items()}
+        by_model = [
+            tagging.score_video(scorers[url], frames, clip, 2, 3)
+            for url, clip in ((rgb, 4), (audio, 3))
+        ]
+        video = 0.25 * by_model[0].video + 0.75 * by_model[1].video
+        assert abs(video - by_model[0].video).max() > 1e-3  # the audio model counts
+        got = tags.loc[record.video_id].sort_index().to_numpy()
+        np.testing.assert_allclose(got, video, rtol=0, atol=1e-6)
+        mixed = 0.25 * by_model[0].segments + 0.75 * by_model[1].segments  # [S, C]
+        for index, expected in enumerate(mixed):
+            row = segments.loc[(record.video_id, index * 2.0)].sort_index().to_numpy()
+            np.testing.assert_allclose(row, expected, rtol=0, atol=1e-6)
+
+
+def test_ensemble_features_are_the_union_and_a_shared_stream_must_match(tmp_path, capsys):
+    """An rgb model and an audio model: rgb is rebuilt from the rgb model's manifest, audio
+    from the audio model's. Where manifests differ only in where files lay or how the PCA
+    was come by, the models agree; a stream both take must come from one extraction."""
+    features = two_stream_manifest(ENSEMBLE_SIZES)
+    elsewhere = framevlad_pb2.Manifest()
+    elsewhere.CopyFrom(features)
+    elsewhere.streams[0].pca.source = "/other/machine/pca.npz"
+    elsewhere.streams[0].weights.kind = "path"
+    elsewhere.streams[0].weights.path = "/other/machine/tiny.weights.h5"
+    elsewhere.streams[0].weights.sha256 = "abc"
+    features.streams[0].weights.kind = "path"
+    features.streams[0].weights.path = "/here/tiny.weights.h5"
+    features.streams[0].weights.sha256 = "abc"
+    rgb = ensemble_model(tmp_path, "rgb", "rgb", 1, features=features)
+    audio = ensemble_model(tmp_path, "audio", "audio", 2, features=elsewhere)
+    twin = ensemble_model(tmp_path, "twin", "rgb", 3, features=elsewhere)
+    models = tagging_plan.load_ensemble([rgb, audio, twin], (0.5, 0.25, 0.25))
+    assert models.feature_names == ("rgb", "audio") and models.feature_sizes == (24, 8)
+    assert [spec.name for spec in models.specs] == ["rgb", "audio"]
+    assert models.spec_models == (rgb, audio) and models.fps == 1.0
+    assert models.specs[0].weights == "/here/tiny.weights.h5"
+
+    other_backbone = framevlad_pb2.Manifest()
+    other_backbone.CopyFrom(features)
+    other_backbone.streams[0].backbone = "resnet50"
+    other_rate = framevlad_pb2.Manifest()
+    other_rate.CopyFrom(features)
+    other_rate.fps = 2.0
+    other_pca = framevlad_pb2.Manifest()
+    other_pca.CopyFrom(features)
+    other_pca.streams[0].pca.sha256 = "refitted"
+    cases = [
+        ("backbone", other_backbone, f"its rgb features were extracted differently (backbone "
+         f"'resnet50', 'tiny' in --model {rgb})"),
+        ("rate", other_rate, f"its features are at 2 fps, 1 in --model {rgb}"),
+        ("pca", other_pca, "(pca.sha256 'refitted', 'rgb-pca-sha256' in --model"),
+        ("names", None, f"models disagree on the vocabulary (--model {tmp_path}/names): class 0"),
+    ]  # fmt: skip
+    for name, changed, expected in cases:
+        extra = {"features": changed} if changed else {"label_names": ("ant", "dog", "eel")}
+        other = ensemble_model(tmp_path, name, "rgb", 4, **extra)
+        args = ["--model", rgb, "--model", other, "--input", str(tmp_path / "none/*.tfrecord")]
+        assert tag_videos.main([*args, "--output", str(tmp_path / "tags")]) == 2
+        error = one_line_error(capsys)
+        assert expected in error and f"(--model {other})" in error, error
+    assert not (tmp_path / "tags").exists()  # refused before the output was touched

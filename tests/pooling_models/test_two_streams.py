@@ -13,7 +13,7 @@ import pytest
 
 from features import manifest
 from features.formats import AUDIO_KEY, MANIFEST_FILE, RGB_KEY
-from pooling_models import eval_pool, model_dir, train_pool
+from pooling_models import eval_pool, model_dir, train_pool, train_steps
 from tests.pooling_models.synthetic import NUM_CLASSES, two_stream_manifest, write_records
 
 
@@ -100,6 +100,29 @@ def test_feature_names_still_pick_one_stream(extracted, tmp_path):
     args = train_args(extracted / "frame/*.tfrecord", output, "--feature_names", "rgb")
     assert train_pool.main([*args, "--epochs", "1"]) == 0
     assert model_features(output) == (["rgb"], [24])
+
+
+def test_every_manifest_stream_is_a_default_and_any_subset_can_be_picked(tmp_path):
+    """Records with flow, i3d, c3d and fovea beside rgb and audio: all six by default, each
+    with its manifest size; --feature_names picks any of them, in the order given."""
+    sizes = {"rgb": 24, "audio": 8, "flow": 12, "i3d": 16, "c3d": 10, "fovea": 20}
+    features = two_stream_manifest(sizes)
+    for name in ("flow", "i3d", "c3d", "fovea"):
+        stream = features.streams.add(name=name, backbone=f"{name}_net", dims=sizes[name])
+        stream.weights.kind, stream.frame_height, stream.frame_width = "random", 32, 32
+        stream.pca.file, stream.pca.output_dims = f"{name}_pca.npz", sizes[name]
+    manifest.write_manifest(str(tmp_path / MANIFEST_FILE), features)
+    data = str(tmp_path / "frame/*.tfrecord")
+
+    def resolved(*flags: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        args, _ = train_pool.build_parser().parse(["--train_data", data, "--output", "m", *flags])
+        found = train_steps.resolve_features(train_pool.config_from_args(vars(args)), data, "")
+        assert found.num_classes == NUM_CLASSES
+        return found.names, found.sizes
+
+    assert resolved() == (tuple(sizes), tuple(sizes.values()))
+    assert resolved("--feature_names", "c3d,rgb,flow") == (("c3d", "rgb", "flow"), (10, 24, 12))
+    assert resolved("--feature_names", "fovea") == (("fovea",), (20,))
 
 
 def test_sizes_that_do_not_pair_with_the_streams_are_one_line(extracted, tmp_path, capsys):
