@@ -114,7 +114,7 @@ def get_spec(name: str) -> BackboneSpec:
         ) from None
 
 
-def imagenet_cache_path(name: str) -> str:
+def imagenet_cache_path(name: str, flag: str = "--weights") -> str:
     """Where keras-applications keeps (and would download) `name`'s ImageNet file.
 
     Mirrors keras' get_file ($KERAS_HOME, else ~/.keras; /tmp/.keras when that is not
@@ -123,8 +123,8 @@ def imagenet_cache_path(name: str) -> str:
     spec = get_spec(name)
     if not spec.imagenet_url:
         raise BackboneError(
-            f"--weights imagenet: backbone {name!r} has no ImageNet weights; "
-            "use --weights random or --weights PATH"
+            f"{flag} imagenet: backbone {name!r} has no ImageNet weights; "
+            f"use {flag} random or {flag} PATH"
         )
     base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     base = os.path.expanduser(base)
@@ -133,39 +133,46 @@ def imagenet_cache_path(name: str) -> str:
     return os.path.join(base, "models", spec.imagenet_file)
 
 
-def resolve_weights(name: str, weights: str, seed: int = 0) -> WeightsSource:
-    """Check `weights` for backbone `name` without building anything; hash any file."""
+def resolve_weights(
+    name: str, weights: str, seed: int = 0, flag: str = "--weights"
+) -> WeightsSource:
+    """Check `weights` for backbone `name` without building anything; hash any file.
+
+    Errors name `flag`, the option the user passed (--flow_weights for the flow stream).
+    """
     spec = get_spec(name)
     if weights == "random":
         return WeightsSource("random", seed=seed)
     if weights == "imagenet":
-        path = imagenet_cache_path(name)
+        path = imagenet_cache_path(name, flag)
         if not os.path.isfile(path):
             raise BackboneError(
-                f"--weights imagenet: {path} not found and nothing is downloaded at run time. "
-                f"Place {spec.imagenet_url} there (or set KERAS_HOME), or pass --weights PATH"
+                f"{flag} imagenet: {path} not found and nothing is downloaded at run time. "
+                f"Place {spec.imagenet_url} there (or set KERAS_HOME), or pass {flag} PATH"
             )
-        sha256, md5 = _file_hashes(path)
+        sha256, md5 = file_hashes(path)
         if md5 != spec.imagenet_md5:
             raise BackboneError(
-                f"--weights imagenet: {path} has md5 {md5}, keras-applications expects "
-                f"{spec.imagenet_md5}; replace it with {spec.imagenet_url} or pass --weights PATH"
+                f"{flag} imagenet: {path} has md5 {md5}, keras-applications expects "
+                f"{spec.imagenet_md5}; replace it with {spec.imagenet_url} or pass {flag} PATH"
             )
         return WeightsSource("imagenet", path=path, sha256=sha256)
     path = os.path.abspath(os.path.expanduser(weights))
     if not os.path.isfile(path):
         raise BackboneError(
-            f"--weights {weights}: no such file (expected 'imagenet', 'random' or a weights file)"
+            f"{flag} {weights}: no such file (expected 'imagenet', 'random' or a weights file)"
         )
     if not path.endswith(".weights.h5") and not path.endswith(_LEGACY_SUFFIXES):
         raise BackboneError(
-            f"--weights {weights}: expected a Keras '.weights.h5' file or a legacy "
+            f"{flag} {weights}: expected a Keras '.weights.h5' file or a legacy "
             "keras-applications '.h5' file"
         )
-    return WeightsSource("path", path=path, sha256=_file_hashes(path)[0])
+    return WeightsSource("path", path=path, sha256=file_hashes(path)[0])
 
 
-def build_backbone(name: str, weights: str = "random", seed: int = 0) -> keras.Model:
+def build_backbone(
+    name: str, weights: str = "random", seed: int = 0, flag: str = "--weights"
+) -> keras.Model:
     """uint8 [B, H, W, 3] RGB -> float32 [B, D] pooled features, weights as resolved.
 
     `.weights.h5` files load into the returned model (what its `save_weights` writes) or
@@ -173,17 +180,17 @@ def build_backbone(name: str, weights: str = "random", seed: int = 0) -> keras.M
     legacy `.h5` files are keras-applications notop files and load into the architecture.
     """
     spec = get_spec(name)
-    source = resolve_weights(name, weights, seed)
+    source = resolve_weights(name, weights, seed, flag)
     frames = keras.Input((*spec.input_size, 3), dtype="uint8", name="frames")
-    base = _build_base(spec)
+    base = build_architecture(spec)
     features = base(FramePreprocessing(spec.preprocessing)(frames))
     model = keras.Model(frames, features, name=f"{name}_backbone")
     if source.kind == "random":
-        _reinitialise(model, seed)
+        reinitialise(model, seed)
     elif source.path.endswith(".weights.h5"):
-        _load(source.path, weights, model, base)
+        load_first_fitting(source.path, f"{flag} {weights}", model, base)
     else:
-        _load(source.path, weights, base)
+        load_first_fitting(source.path, f"{flag} {weights}", base)
         if name == "efficientnet_b0":
             _fold_efficientnet_rescale(base)
     return model
@@ -220,19 +227,23 @@ class FramePreprocessing(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def _build_base(spec: BackboneSpec) -> keras.Model:
-    """The architecture without its classifier, average-pooled, with no weights loaded."""
-    shape = (*spec.input_size, 3)
+def build_architecture(spec: BackboneSpec, channels: int = 3) -> keras.Model:
+    """The architecture without its classifier, average-pooled, with no weights loaded:
+    float [B, H, W, channels] -> [B, D]. Other channel counts than 3 serve the flow stream."""
+    shape = (*spec.input_size, channels)
     apps = keras.applications
     kwargs = {"include_top": False, "weights": None, "pooling": "avg", "input_shape": shape}
-    if spec.name == "inception_v3":
-        return apps.InceptionV3(**kwargs)
-    if spec.name == "resnet50":
-        return apps.ResNet50(**kwargs)
-    if spec.name == "efficientnet_b0":
-        return apps.EfficientNetB0(**kwargs)
-    if spec.name == "mobilenet_v3_small":
-        return apps.MobileNetV3Small(**kwargs, include_preprocessing=True)
+    with warnings.catch_warnings():
+        # keras-applications warns about any input that is not RGB or grey.
+        warnings.filterwarnings("ignore", "This model usually expects", UserWarning)
+        if spec.name == "inception_v3":
+            return apps.InceptionV3(**kwargs)
+        if spec.name == "resnet50":
+            return apps.ResNet50(**kwargs)
+        if spec.name == "efficientnet_b0":
+            return apps.EfficientNetB0(**kwargs)
+        if spec.name == "mobilenet_v3_small":
+            return apps.MobileNetV3Small(**kwargs, include_preprocessing=True)
     return _tiny_cnn(shape, spec.feature_dims)
 
 
@@ -244,16 +255,17 @@ def _tiny_cnn(shape: tuple[int, int, int], feature_dims: int) -> keras.Model:
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny")
 
 
-def _leaf_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+def leaf_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """The layers of `layer`, nested models flattened, in the models' layer order."""
     nested = getattr(layer, "layers", None)
     if nested is None:
         yield layer
         return
     for child in nested:
-        yield from _leaf_layers(child)
+        yield from leaf_layers(child)
 
 
-def _reinitialise(model: keras.Model, seed: int) -> None:
+def reinitialise(model: keras.Model, seed: int) -> None:
     """He-normal every conv/dense kernel from one seeded stream, in layer order.
 
     Keras' default Glorot init halves the signal's variance at every ReLU, so a deep
@@ -261,7 +273,7 @@ def _reinitialise(model: keras.Model, seed: int) -> None:
     Depthwise kernels see kh*kw inputs per output, not kh*kw*channels.
     """
     rng = np.random.default_rng(seed)
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         kernel = getattr(layer, "kernel", None)
         if kernel is None:
             continue
@@ -272,8 +284,15 @@ def _reinitialise(model: keras.Model, seed: int) -> None:
         kernel.assign(values)
 
 
-def _load(path: str, weights: str, *targets: keras.Model) -> None:
-    """Load into the first target the file fits; keras' own mismatch messages are noise."""
+# features.vggish imports the former private name.
+_reinitialise = reinitialise
+
+
+def load_first_fitting(path: str, option: str, *targets: keras.Model) -> None:
+    """Load into the first target the file fits; keras' own mismatch messages are noise.
+
+    `option` is the flag and value the user passed, named in the error (`--weights x.h5`).
+    """
     errors = []
     for target in targets:
         try:
@@ -283,18 +302,18 @@ def _load(path: str, weights: str, *targets: keras.Model) -> None:
             return
         except (ValueError, KeyError, OSError) as error:
             errors.append(f"{target.name}: {str(error).splitlines()[0]}")
-    raise BackboneError(f"--weights {weights}: cannot load into {'; nor '.join(errors)}")
+    raise BackboneError(f"{option}: cannot load into {'; nor '.join(errors)}")
 
 
 def _fold_efficientnet_rescale(base: keras.Model) -> None:
     """Match keras' ImageNet EfficientNet, which adds a Rescaling we did not build."""
-    norm = next(x for x in _leaf_layers(base) if isinstance(x, keras.layers.Normalization))
+    norm = next(x for x in leaf_layers(base) if isinstance(x, keras.layers.Normalization))
     stddev = np.asarray(_EFFICIENTNET_STDDEV_RGB, dtype=np.float32)
     norm.adapt_variance.assign(np.asarray(norm.adapt_variance) * stddev)
     norm.finalize_state()
 
 
-def _file_hashes(path: str) -> tuple[str, str]:
+def file_hashes(path: str) -> tuple[str, str]:
     """(sha256, md5) of a file in one pass: sha256 for manifests, md5 as keras checks."""
     sha256, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as f:
