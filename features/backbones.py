@@ -284,10 +284,6 @@ def reinitialise(model: keras.Model, seed: int) -> None:
         kernel.assign(values)
 
 
-# features.vggish imports the former private name.
-_reinitialise = reinitialise
-
-
 def load_first_fitting(path: str, option: str, *targets: keras.Model) -> None:
     """Load into the first target the file fits; keras' own mismatch messages are noise.
 

@@ -20,8 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from features.audio import EXAMPLE_FRAMES, MEL_BANDS
-from features.backbones import BackboneError, WeightsSource
-from features.backbones import _reinitialise as _he_reinitialise
+from features.backbones import BackboneError, WeightsSource, reinitialise
 
 EMBEDDING_DIMS = 128
 VGGISH_WEIGHTS_FILE = "vggish.weights.h5"
@@ -103,7 +102,7 @@ def build_vggish(weights: str = "random", seed: int = 0) -> keras.Model:
     source = resolve_vggish_weights(weights, seed)
     model = vggish_architecture()
     if source.kind == "random":
-        _he_reinitialise(model, seed)
+        reinitialise(model, seed)
         return model
     try:
         model.load_weights(source.path)

@@ -120,6 +120,14 @@ class DecodeFrames(beam.DoFn):
         self._keep_thumbnail = keep_thumbnail
         self._audio = audio
 
+    def setup(self) -> None:
+        if any(getattr(view, "flow", False) for view in self._views):
+            import cv2
+
+            # Every core already decodes a video of its own; OpenCV's threads inside one
+            # flow estimate cost more CPU than they save wall time there.
+            cv2.setNumThreads(1)
+
     def process(self, video: VideoInput) -> Iterator:
         report = frames.DecodeReport()
         picker = MiddleFramePicker() if self._keep_thumbnail else None

@@ -29,7 +29,6 @@ from features.formats import (
     C3D_BACKBONE,
     C3D_DIMS,
     C3D_FEATURE_DIMS,
-    C3D_FRAME_SIZE,
     C3D_KEY,
     FAILED_PREFIX,
     FLOW_KEY,
@@ -115,7 +114,7 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
 
 def stream_specs(args: argparse.Namespace) -> tuple[FeatureSpec, ...]:
     """One FeatureSpec per --streams name, rgb first (reads the backbone registry)."""
-    from features import backbones
+    from features import stream_models
 
     specs = []
     for name in args.streams:
@@ -133,11 +132,8 @@ def stream_specs(args: argparse.Namespace) -> tuple[FeatureSpec, ...]:
             )
             continue
         backbone, weights = visual_network(name, args)
-        if backbone == C3D_BACKBONE:
-            frame_size, network_dims = C3D_FRAME_SIZE, C3D_FEATURE_DIMS
-        else:
-            frame_size = backbones.BACKBONES[backbone].input_size
-            network_dims = backbones.BACKBONES[backbone].feature_dims
+        frame_size = stream_models.stream_input_shape(name, backbone)[-3:-1]
+        network_dims = stream_models.stream_feature_dims(name, backbone)
         prefix = "" if name == RGB_KEY else f"{name}_"
         default_dims = C3D_DIMS if name == C3D_KEY else min(MAX_PCA_DIMS, network_dims)
         specs.append(

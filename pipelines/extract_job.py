@@ -6,7 +6,6 @@ load or fit the PCA, then build and run the job with a progress line. Heavy (Bea
 the entry point imports this module only once flags are parsed.
 """
 
-
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     PipelineOptions,

@@ -19,9 +19,9 @@ import tensorflow as tf
 from apache_beam.ml.inference.base import ModelHandler
 
 from features import storage
-from features.backbones import build_backbone
 from features.embedder import FrameEmbedder
-from features.formats import FOVEA_KEY, RGB_KEY, VGGISH_BACKBONE
+from features.formats import VGGISH_BACKBONE
+from features.stream_models import build_stream_model
 from features.streams import FeatureSpec
 from features.vggish import AudioEmbedder, build_vggish
 from pipelines.config import FaultPlan
@@ -83,12 +83,7 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         allow_gpu_memory_growth()
         weights = storage.stage_file(self._spec.weights)  # a gs:// weights file, once
         spec = self._spec
-        if spec.name in (RGB_KEY, FOVEA_KEY):
-            model = build_backbone(spec.backbone, weights=weights, seed=spec.seed)
-        else:
-            from features.stream_models import build_stream_model
-
-            model = build_stream_model(spec.name, spec.backbone, weights, spec.seed)
+        model = build_stream_model(spec.name, spec.backbone, weights, spec.seed)
         batch_size = spec.samples_per_batch(self._frames_per_batch)
         return LoadedBackbone(FrameEmbedder(model, batch_size=batch_size))
 

@@ -21,17 +21,16 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from features import backbones, storage
+from features import storage
 from features.cli import UsageError
 from features.formats import (
     AUDIO_DIMS,
-    C3D_BACKBONE,
-    C3D_FEATURE_DIMS,
     DEFAULT_MAX_FRAMES,
     RGB_KEY,
     VGGISH_BACKBONE,
 )
 from features.pca import FrameReservoir, PcaTransform, fit_pca, load_pca
+from features.stream_models import stream_feature_dims
 from features.streams import FeatureSpec
 from features.vggish_pca import is_vggish_pca_file, load_vggish_pca
 from framevlad_proto import framevlad_pb2
@@ -178,9 +177,7 @@ def feature_dims(spec: FeatureSpec) -> int:
     """Width of the stream's embeddings, the PCA's input."""
     if spec.backbone == VGGISH_BACKBONE:
         return AUDIO_DIMS
-    if spec.backbone == C3D_BACKBONE:
-        return C3D_FEATURE_DIMS
-    return backbones.BACKBONES[spec.backbone].feature_dims
+    return stream_feature_dims(spec.name, spec.backbone)
 
 
 def prepare_pcas(

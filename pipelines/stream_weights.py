@@ -9,7 +9,7 @@ import dataclasses
 
 from features import storage
 from features.backbones import WeightsSource
-from features.formats import FOVEA_KEY, RGB_KEY, VGGISH_BACKBONE
+from features.formats import VGGISH_BACKBONE
 from features.streams import FeatureSpec
 
 
@@ -24,12 +24,6 @@ def resolve_spec_weights(spec: FeatureSpec, load: bool = False) -> WeightsSource
         weights = vggish.resolve_vggish_weights(local, spec.seed)
         if load and weights.kind == "path":
             vggish.build_vggish(local, seed=spec.seed)
-    elif spec.name in (RGB_KEY, FOVEA_KEY):
-        from features import backbones
-
-        weights = backbones.resolve_weights(spec.backbone, local, spec.seed)
-        if load and weights.kind == "path":
-            backbones.build_backbone(spec.backbone, weights=local, seed=spec.seed)
     else:
         from features import stream_models
 
