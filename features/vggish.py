@@ -17,10 +17,10 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from features.audio import EXAMPLE_FRAMES, MEL_BANDS
 from features.backbones import BackboneError, WeightsSource, reinitialise
+from features.embedder import FrameEmbedder
 
 EMBEDDING_DIMS = 128
 VGGISH_WEIGHTS_FILE = "vggish.weights.h5"
@@ -138,34 +138,16 @@ def vggish_architecture() -> keras.Model:
     return keras.Model(examples, embedding, name="vggish")
 
 
-class AudioEmbedder:
-    """float32 [n, 96, 64] log-mel examples -> float32 [n, 128], for a Beam ModelHandler.
+class AudioEmbedder(FrameEmbedder):
+    """float [n, 96, 64] log-mel examples -> float32 [n, 128], for a Beam ModelHandler.
 
-    As features.embedder.FrameEmbedder: chunks are padded to `batch_size` so one traced
-    graph serves every video, whatever its length.
+    FrameEmbedder's fixed-shape batches, precision and XLA, taking any float examples.
     """
 
-    def __init__(self, model: keras.Model, batch_size: int = 32) -> None:
-        if batch_size < 1:
-            raise BackboneError(f"batch_size {batch_size}: must be at least 1")
-        self.model = model
-        self.batch_size = batch_size
-        self.example_shape: tuple[int, int] = tuple(model.input_shape[1:])
-        self.feature_dims: int = int(model.output_shape[-1])
-        self._traces = 0
-
-        # A closure, not a bound method, for the same retracing-detector reason as FrameEmbedder.
-        def embed_batch(examples: tf.Tensor) -> tf.Tensor:
-            self._traces += 1
-            return tf.cast(model(examples, training=False), tf.float32)
-
-        signature = [tf.TensorSpec([batch_size, *self.example_shape], tf.float32)]
-        self._embed_batch = tf.function(embed_batch, input_signature=signature, jit_compile=False)
-
     @property
-    def traces(self) -> int:
-        """How many times the batch graph has been traced (1 after the first embed)."""
-        return self._traces
+    def example_shape(self) -> tuple[int, ...]:
+        """One example's shape: (96, 64) log-mel frames x bands."""
+        return self.input_shape
 
     def embed(self, examples: np.ndarray) -> np.ndarray:
         """Embeddings of `examples`, row for row; n = 0 gives an empty [0, 128] array."""
@@ -175,17 +157,7 @@ class AudioEmbedder:
                 f"audio examples {values.dtype}{list(values.shape)}: expected float "
                 f"[n, {', '.join(map(str, self.example_shape))}] log-mel"
             )
-        values = values.astype(np.float32, copy=False)
-        n = len(values)
-        features = np.empty((n, self.feature_dims), dtype=np.float32)
-        for start in range(0, n, self.batch_size):
-            chunk = values[start : start + self.batch_size]
-            rows = len(chunk)
-            if rows < self.batch_size:
-                padding = np.zeros((self.batch_size - rows, *self.example_shape), np.float32)
-                chunk = np.concatenate([chunk, padding])
-            features[start : start + rows] = self._embed_batch(chunk).numpy()[:rows]
-        return features
+        return super().embed(values.astype(np.float32, copy=False))
 
 
 def _sha256(path: str) -> str:

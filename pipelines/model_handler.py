@@ -65,6 +65,8 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
 
     Chunks from several videos are concatenated and run in fixed-size batches, so the compiled
     graph is traced once and a video's short last chunk does not waste a whole batch.
+    `precision` ("float32" | "mixed") and `jit_compile` (None: XLA where a GPU is present) are
+    FrameEmbedder's; a precision the machine refuses fails at load, once per worker.
     """
 
     def __init__(
@@ -73,11 +75,15 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         frames_per_batch: int = 32,
         faults: FaultPlan | None = None,
         max_chunks_per_batch: int = 2,
+        precision: str = "float32",
+        jit_compile: bool | None = None,
     ) -> None:
         self._spec = spec
         self._frames_per_batch = frames_per_batch
         self._faults = faults or FaultPlan()
         self._max_chunks_per_batch = max_chunks_per_batch
+        self._precision = precision
+        self._jit_compile = jit_compile
 
     def load_model(self) -> LoadedBackbone:
         allow_gpu_memory_growth()
@@ -85,7 +91,7 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         spec = self._spec
         model = build_stream_model(spec.name, spec.backbone, weights, spec.seed)
         batch_size = spec.samples_per_batch(self._frames_per_batch)
-        return LoadedBackbone(FrameEmbedder(model, batch_size=batch_size))
+        return LoadedBackbone(FrameEmbedder(model, batch_size, self._precision, self._jit_compile))
 
     def run_inference(
         self,
@@ -146,13 +152,19 @@ class AudioModelHandler(BackboneModelHandler):
         allow_gpu_memory_growth()
         weights = storage.stage_file(self._spec.weights)
         model = build_vggish(weights, seed=self._spec.seed)
-        return LoadedBackbone(AudioEmbedder(model, batch_size=self._frames_per_batch))
+        return LoadedBackbone(
+            AudioEmbedder(model, self._frames_per_batch, self._precision, self._jit_compile)
+        )
 
 
 def handler_for(
-    spec: FeatureSpec, frames_per_batch: int = 32, faults: FaultPlan | None = None
+    spec: FeatureSpec,
+    frames_per_batch: int = 32,
+    faults: FaultPlan | None = None,
+    precision: str = "float32",
+    jit_compile: bool | None = None,
 ) -> BackboneModelHandler:
     """The RunInference handler that embeds `spec`'s chunks: VGGish for "vggish", else the
-    rgb backbone."""
+    stream's CNN, at `precision` and with `jit_compile` (see BackboneModelHandler)."""
     handler = AudioModelHandler if spec.backbone == VGGISH_BACKBONE else BackboneModelHandler
-    return handler(spec, frames_per_batch, faults)
+    return handler(spec, frames_per_batch, faults, precision=precision, jit_compile=jit_compile)
