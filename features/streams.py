@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from features import storage
+from features.decoding import DECODE_EXACT, DEVICE_AUTO
 from features.formats import (
     AUDIO_DIMS,
     AUDIO_FRAME_SIZE,
@@ -35,7 +36,10 @@ MEAN_PREFIX = "mean_"
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """How one feature list is computed: decode at `fps`, embed, whiten and quantize."""
+    """How one feature list is computed: decode at `fps`, embed, whiten and quantize.
+
+    The streams of a video share one decode pass, the first (rgb) spec's: its fps, decode
+    and decode_device hold for all of them."""
 
     name: str  # the feature list's key: "rgb" | "audio"
     backbone: str  # a features.backbones name, or "vggish" for audio
@@ -46,6 +50,8 @@ class FeatureSpec:
     pca: str  # auto | fit | a pca.npz path/URL | a YouTube-8M PCA folder | vggish_pca_params.npz
     dims: int  # PCA output dims = bytes per row of the feature list
     pca_sample_frames: int = DEFAULT_PCA_SAMPLE_FRAMES
+    decode: str = DECODE_EXACT  # exact | fast: which frames the samples are chosen from
+    decode_device: str = DEVICE_AUTO  # auto | cpu | gpu: where they are decoded
 
     @property
     def record_key(self) -> str:
@@ -105,9 +111,15 @@ def weights_flag(weights: framevlad_pb2.WeightsSource) -> str:
     return weights.path if weights.kind == "path" else weights.kind
 
 
+def decode_mode(manifest: framevlad_pb2.Manifest) -> str:
+    """The decode mode a manifest records; manifests written before the field were exact."""
+    return manifest.decode_mode or DECODE_EXACT
+
+
 def specs_from_manifest(manifest: framevlad_pb2.Manifest, folder: str) -> tuple[FeatureSpec, ...]:
-    """The streams a manifest (as read_manifest returns it) records, to compute them again;
-    each PCA is the file beside the manifest in `folder` (local or gs://)."""
+    """The streams a manifest (as read_manifest returns it) records, to compute them again
+    (decoded as it records, on any device); each PCA is the file beside the manifest in
+    `folder` (local or gs://)."""
     return tuple(
         FeatureSpec(
             name=stream.name,
@@ -118,6 +130,7 @@ def specs_from_manifest(manifest: framevlad_pb2.Manifest, folder: str) -> tuple[
             fps=manifest.fps,
             pca=storage.join(folder, stream.pca.file),
             dims=stream.dims,
+            decode=decode_mode(manifest),
         )
         for stream in manifest.streams
     )

@@ -4,11 +4,17 @@ Light on purpose: no TensorFlow, Keras or Beam import, so the entry point can bu
 check a config before anything heavy loads.
 """
 
+import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from features.cli import UsageError
-from features.formats import RGB_KEY
+from features.decoding import DECODE_FAST, DEVICE_GPU, gpu_decode_problem
+from features.formats import C3D_KEY, FLOW_KEY, I3D_KEY, RGB_KEY
 from features.streams import FeatureSpec
+
+# Streams cut from consecutive source frames: fast decoding would leave holes in them.
+EVERY_FRAME_STREAMS = (FLOW_KEY, I3D_KEY, C3D_KEY)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,13 @@ class ExtractConfig:
                     f"{spec.flag('--pca_dims')} {spec.dims}",
                     f"choose 1..{dims}",
                 )
+        needy = [name for name in self.stream_names if name in EVERY_FRAME_STREAMS]
+        if self.rgb.decode == DECODE_FAST and needy:
+            raise UsageError(
+                f"it skips frames, and --streams {','.join(needy)} needs every source frame",
+                "--decode fast",
+                "pass --decode exact, or leave flow, i3d and c3d out of --streams",
+            )
         if self.labels_csv and self.labels_from_folders:
             raise UsageError(
                 "two label sources",
@@ -85,3 +98,17 @@ class ExtractConfig:
                 f"--id_root {self.id_root}",
                 "pass a folder that holds the input",
             )
+
+
+def check_decode_device(decode_device: str, beam_args: Sequence[str]) -> None:
+    """--decode_device gpu on a job that runs on this machine, which has no GPU decoder: one
+    line before any work. A job on Dataflow is checked by its workers, which have the GPU."""
+    if decode_device != DEVICE_GPU:
+        return
+    runner = argparse.ArgumentParser(add_help=False)
+    runner.add_argument("--runner", default="")
+    if "dataflow" in runner.parse_known_args(list(beam_args))[0].runner.lower():
+        return
+    problem = gpu_decode_problem()
+    if problem:
+        raise UsageError(problem, "--decode_device gpu", "pass --decode_device auto or cpu")

@@ -19,7 +19,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import RunInference
 
-from features import clips, frames, quantize, storage
+from features import clips, decoding, frames, quantize, storage
+from features.cli import UsageError
 from features.formats import AUDIO_KEY, C3D_KEY, FLOW_KEY, FOVEA_KEY, I3D_KEY, RGB_KEY
 from features.pca import PcaTransform
 from features.streams import FeatureSpec
@@ -77,6 +78,8 @@ def decode_streams(
         audio=any(spec.name == AUDIO_KEY for spec in specs),
         views=sample_views(specs, frames_per_batch),
         progress_token=progress_token,
+        decode=rgb.decode,
+        decode_device=rgb.decode_device,
     )
     tags = [chunks_tag(spec.name) for spec in specs[1:]]
     return videos | "Decode" >> beam.ParDo(decode).with_outputs(
@@ -98,6 +101,9 @@ class DecodeFrames(beam.DoFn):
     [n, 96, 64] float32) log-mel examples, one per frame sample and keyed as the frame chunks;
     a video without an audio track gets examples of digital silence. Each view (flow, i3d,
     c3d, fovea) yields its inputs likewise, tagged chunks_tag(view.name).
+
+    `decode` (exact | fast) picks the frames samples come from; `decode_device` (auto | cpu
+    | gpu) is settled on the worker, where the GPU is; counts hw_decode_fallbacks.
     """
 
     def __init__(
@@ -110,7 +116,11 @@ class DecodeFrames(beam.DoFn):
         audio: bool = False,
         views: Sequence[clips.ClipView | clips.FoveaView] = (),
         progress_token: str = "",
+        decode: str = decoding.DECODE_EXACT,
+        decode_device: str = decoding.DEVICE_CPU,
     ) -> None:
+        self._decode = decode
+        self._decode_device = decode_device
         self._progress_token = progress_token
         self._views = tuple(views)
         self._fps = fps
@@ -121,6 +131,12 @@ class DecodeFrames(beam.DoFn):
         self._audio = audio
 
     def setup(self) -> None:
+        try:
+            gpu = decoding.use_gpu(self._decode_device)
+        except ValueError as error:  # a worker without the GPU the job asked for
+            raise UsageError(str(error), "--decode_device gpu", "run on GPU workers") from None
+        self._device = decoding.DEVICE_GPU if gpu else decoding.DEVICE_CPU
+        self._fallbacks = beam.metrics.Metrics.counter(NAMESPACE, "hw_decode_fallbacks")
         if any(getattr(view, "flow", False) for view in self._views):
             import cv2
 
@@ -142,6 +158,8 @@ class DecodeFrames(beam.DoFn):
                     report=report,
                     audio=self._audio,
                     views=self._views,
+                    decode=self._decode,
+                    decode_device=self._device,
                 ):
                     key = (beam_key(video.video_id), chunk.start_index)
                     if isinstance(chunk, frames.AudioChunk):
@@ -175,7 +193,12 @@ class DecodeFrames(beam.DoFn):
             thumbnail=picker.middle() if picker else None,
             has_audio=report.has_audio,
             audio_truncated=report.audio_truncated,
+            max_sample_error_s=report.max_sample_error_s,
+            hw_decoded=report.gpu_decoded,
+            hw_decode_fallback=report.gpu_fallback,
         )
+        if report.gpu_fallback:
+            self._fallbacks.inc()
         self._report_progress(report.frames)
         yield beam.pvalue.TaggedOutput(SUMMARY, (beam_key(video.video_id), summary))
 

@@ -40,6 +40,9 @@ class DecodeSummary:
     # With an audio stream computed (else both False):
     has_audio: bool = False  # the file has an audio track (a silent one counts)
     audio_truncated: bool = False  # the audio broke off early; what decoded is kept
+    max_sample_error_s: float = 0.0  # largest |chosen frame's time - sample time|
+    hw_decoded: bool = False  # decoded on the GPU
+    hw_decode_fallback: bool = False  # the GPU refused it; decoded on the CPU
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Flags are parsed and checked before TensorFlow or Beam is imported: `--help` is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import sys
@@ -42,7 +43,7 @@ from features.formats import (
 )
 from features.streams import FeatureSpec, audio_spec
 from pipelines import extract_flags
-from pipelines.config import ExtractConfig, FaultPlan
+from pipelines.config import ExtractConfig, FaultPlan, check_decode_device
 from pipelines.inputs import resolve_input
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
     from features import backbones
 
     resolved = resolve_input(args.input, args.id_root)
+    check_decode_device(args.decode_device, beam_args)
     specs = stream_specs(args)
     config = ExtractConfig(
         input=resolved.given,
@@ -113,7 +115,15 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
 
 
 def stream_specs(args: argparse.Namespace) -> tuple[FeatureSpec, ...]:
-    """One FeatureSpec per --streams name, rgb first (reads the backbone registry)."""
+    """One FeatureSpec per --streams name, rgb first (reads the backbone registry), each
+    decoded as --decode and --decode_device say."""
+    return tuple(
+        dataclasses.replace(spec, decode=args.decode, decode_device=args.decode_device)
+        for spec in _network_specs(args)
+    )
+
+
+def _network_specs(args: argparse.Namespace) -> list[FeatureSpec]:
     from features import stream_models
 
     specs = []
@@ -149,7 +159,7 @@ def stream_specs(args: argparse.Namespace) -> tuple[FeatureSpec, ...]:
                 pca_sample_frames=args.pca_sample_frames,
             )
         )
-    return tuple(specs)
+    return specs
 
 
 def visual_network(name: str, args: argparse.Namespace) -> tuple[str, str]:

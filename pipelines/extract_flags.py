@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from features.cli import Parser, finite_float, int_at_least, positive_float
+from features.decoding import DECODE_DEVICES, DECODE_EXACT, DECODE_MODES, DEVICE_AUTO
 from features.formats import (
     AUDIO_DIMS,
     BACKBONE_NAMES,
@@ -40,6 +41,7 @@ def build_parser(description: str) -> Parser:
     parser.add_argument("--input", required=True, help="video folder (recursive), glob or gs://")
     parser.add_argument("--output", required=True, help="output folder or gs:// prefix")
     add_stream_flags(parser)
+    add_decode_flags(parser)
     add_audio_flags(parser)
     add_motion_flags(parser)
     add_output_flags(parser)
@@ -158,6 +160,26 @@ def add_stream_flags(parser: Parser) -> None:
         type=int_at_least(2),
         default=DEFAULT_PCA_SAMPLE_FRAMES,
         help="frames sampled to fit the PCA",
+    )
+
+
+def add_decode_flags(parser: Parser, modes: bool = True) -> None:
+    """How frames are decoded: --decode (which frames samples come from) and --decode_device
+    (where); tag_videos takes the mode from the model's manifest, so only the device."""
+    if modes:
+        parser.add_argument(
+            "--decode",
+            choices=DECODE_MODES,
+            default=DECODE_EXACT,
+            help="exact: every frame; fast: FFmpeg skips frames no other frame references "
+            "(most B-frames), each sample the nearest decoded frame (not with flow, i3d, c3d)",
+        )
+    parser.add_argument(
+        "--decode_device",
+        choices=DECODE_DEVICES,
+        default=DEVICE_AUTO,
+        help="auto: an NVIDIA GPU's decoder (NVDEC) when there is one, else the CPU; a video "
+        "the GPU refuses is decoded on the CPU (counted: hw_decode_fallbacks)",
     )
 
 

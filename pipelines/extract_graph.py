@@ -117,7 +117,7 @@ def build_pipeline(
 
 
 def commit_step(
-    job_counts: dict[str, int],
+    job_counts: dict[str, float],
     config: ExtractConfig,
     streams: list[bytes],
     vocabulary: Vocabulary,

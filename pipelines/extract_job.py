@@ -18,7 +18,7 @@ from features import labels, lease, storage
 from features.cli import UsageError
 from features.formats import RGB_KEY
 from features.labels import Vocabulary
-from features.streams import stream_info
+from features.streams import decode_mode, stream_info
 from framevlad_proto import framevlad_pb2
 from pipelines import runs
 from pipelines.config import ExtractConfig, FaultPlan
@@ -183,6 +183,7 @@ def check_compatible(
     differs = {
         "id root": latest.id_root != config.id_root,
         "fps": latest.fps != config.rgb.fps,
+        "decode mode": decode_mode(latest) != config.rgb.decode,
     }
     for committed, stream in zip(latest.streams, streams, strict=True):
         # Weights are the same when their content is (a cache path differs between machines).
@@ -225,6 +226,7 @@ def describe_job(config: ExtractConfig, options: PipelineOptions, plan: RunPlan)
         f"experiments:         {debug.experiments}",
         f"backbone:            {config.rgb.backbone} ({config.rgb.weights}), "
         f"{config.frames_per_batch} frames per batch",
+        f"decode:              {config.rgb.decode}, on {config.rgb.decode_device}",
         f"pca:                 {plan.streams[0].pca.source}",
     ]
     for spec, stream in zip(config.specs[1:], plan.streams[1:], strict=True):

@@ -14,6 +14,7 @@ _VERSIONED_PACKAGES = ("framevlad", "tensorflow", "keras", "apache-beam", "av", 
 _COUNT_FIELDS = (
     "seen", "ok", "failed", "frames", "truncated", "unlabeled", "skipped",
     "labels_without_video", "conflicting_label_rows", "no_audio", "audio_truncated",
+    "hw_decoded", "hw_decode_fallbacks",
 )  # fmt: skip
 _COUNT_MAPS = ("failed_by_reason", "skipped_extension")
 
@@ -43,7 +44,7 @@ def vocabulary_info(vocabulary: Vocabulary) -> framevlad_pb2.VocabularyInfo:
     )
 
 
-def fill_counts(counts: framevlad_pb2.Counts, values: dict[str, int]) -> None:
+def fill_counts(counts: framevlad_pb2.Counts, values: dict[str, float]) -> None:
     """`values` holds plain names and `<map>/<key>` entries (failed_by_reason/not_a_video)."""
     for name in _COUNT_FIELDS:
         setattr(counts, name, values.get(name, 0))
@@ -56,13 +57,13 @@ def fill_counts(counts: framevlad_pb2.Counts, values: dict[str, int]) -> None:
 def build_manifest(
     config: ExtractConfig,
     streams: tuple[framevlad_pb2.StreamInfo, ...],
-    counts: dict[str, int],
+    counts: dict[str, float],
     vocabulary: Vocabulary,
     written: dict[str, list[str]],
 ) -> framevlad_pb2.Manifest:
     """`streams` are the run's feature streams (the first is rgb, repeated at the top level
-    for format-1 readers); `written` maps frame_records / video_records / failed_records /
-    ok_ids_files to absolute paths."""
+    for format-1 readers); `counts` also holds max_sample_error_s (a maximum); `written`
+    maps frame_records / video_records / failed_records / ok_ids_files to absolute paths."""
     rgb = streams[0]
     manifest = framevlad_pb2.Manifest(
         format_version=FORMAT_VERSION,
@@ -83,6 +84,9 @@ def build_manifest(
         versions=package_versions(),
         streams=streams,
         vocabulary=vocabulary_info(vocabulary),
+        decode_mode=config.rgb.decode,
+        max_sample_error_s=counts.get("max_sample_error_s", 0.0),
+        decode_device=config.rgb.decode_device,
     )
     fill_counts(manifest.counts, counts)
     for field, paths in written.items():

@@ -11,6 +11,7 @@ last, `tagging.json`. Each appears whole or not at all; an output holding an ear
 files is refused unless --overwrite.
 """
 
+import dataclasses
 import json
 import secrets
 import sys
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 
 from features import cli, lease, storage
 from features.cli import UsageError
-from pipelines.config import FaultPlan
+from features.decoding import DECODE_DEVICES, DEVICE_AUTO
+from pipelines.config import FaultPlan, check_decode_device
 from pooling_models.config import normalized_weights, split_weights
 
 PROG = "tag_videos"
@@ -42,6 +44,7 @@ class TagConfig:
     segment_seconds: float = 5.0
     smooth: int = 3
     frames_per_batch: int = 32
+    decode_device: str = DEVICE_AUTO  # where raw videos decode; the mode is the manifest's
     overwrite: bool = False
     lease_timeout_s: float = lease.DEFAULT_LEASE_TIMEOUT_S
     break_lease: bool = False
@@ -57,6 +60,12 @@ class TagConfig:
             ("--segment_seconds", self.segment_seconds, 0 < self.segment_seconds < finite, "> 0"),
             ("--smooth", self.smooth, self.smooth >= 1, "an integer >= 1"),
             ("--frames_per_batch", self.frames_per_batch, self.frames_per_batch >= 1, ">= 1"),
+            (
+                "--decode_device",
+                self.decode_device,
+                self.decode_device in DECODE_DEVICES,
+                "|".join(DECODE_DEVICES),
+            ),
             ("--lease_timeout", self.lease_timeout_s, 0 < self.lease_timeout_s < finite, "> 0"),
         ]
         for flag, value, holds, wanted in rules:
@@ -83,6 +92,7 @@ class TagConfig:
 
 def build_parser() -> cli.Parser:
     from pipelines.beam_options import beam_option_names
+    from pipelines.extract_flags import add_decode_flags
 
     parser = cli.Parser(
         PROG,
@@ -125,6 +135,8 @@ def build_parser() -> cli.Parser:
         "--frames_per_batch", type=cli.int_at_least(1), default=32, help="frames per CNN batch"
     )
     parser.add_alias("--batch_size", "--frames_per_batch")
+    # Raw videos decode as the model's manifest records (--decode); only the device is ours.
+    add_decode_flags(parser, modes=False)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run's outputs in --output"
     )
@@ -154,6 +166,7 @@ def config_from_flags(args, beam_args: list[str]) -> TagConfig:  # args: argpars
         segment_seconds=args.segment_seconds,
         smooth=args.smooth,
         frames_per_batch=args.frames_per_batch,
+        decode_device=args.decode_device,
         overwrite=args.overwrite,
         lease_timeout_s=args.lease_timeout,
         break_lease=args.break_lease,
@@ -176,8 +189,12 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
     storage.check_bucket(config.output, "--output")
     models = tagging_plan.load_ensemble(config.models, config.model_weights)
     tagging_inputs = tagging_plan.find_inputs(config.input, config.input_kind, models.feature_names)
+    specs = models.specs
     if tagging_inputs.kind == "videos":
         tagging_plan.check_video_ensemble(models)
+        check_decode_device(config.decode_device, config.beam_args)
+        device = config.decode_device
+        specs = tuple(dataclasses.replace(spec, decode_device=device) for spec in specs)
     fps = tagging_plan.features_fps(models, tagging_inputs, config.input)
     run_id = new_run_id()
     with lease.acquire(config.output, PROG, config.lease_timeout_s, config.break_lease, run_id):
@@ -190,9 +207,11 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
         summary.update(input_kind=tagging_inputs.kind, fps=fps, top_k=config.top_k)
         summary.update(min_score=config.min_score, segment_seconds=config.segment_seconds)
         summary["smooth"] = config.smooth
+        if specs:  # raw videos: decoded as the model's features were
+            summary.update(decode=specs[0].decode, decode_device=config.decode_device)
         tagging_steps.run_job(
             pipeline or _pipeline(config.beam_args),
-            tagging_steps.TaggingJob(settings, tagging_inputs, models.specs, summary),
+            tagging_steps.TaggingJob(settings, tagging_inputs, specs, summary),
             config.frames_per_batch,
             faults,
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from features import manifest, storage, streams
 from features.cli import UsageError, warn
+from features.decoding import DECODE_MODES
 from features.formats import DEFAULT_FPS, MANIFEST_FILE, RGB_KEY
 from framevlad_proto import framevlad_pb2
 from pipelines import inputs, tagging_records
@@ -80,6 +81,10 @@ def load_model(url: str) -> TaggingModel:
     manifest_path = storage.join(url, MANIFEST_FILE)
     if train_config.raw_video_tagging and storage.exists(manifest_path):
         features = manifest.read_manifest(manifest_path)
+        if streams.decode_mode(features) not in DECODE_MODES:
+            what = f"its {MANIFEST_FILE} records decode_mode {features.decode_mode!r}"
+            fix = f"a newer framevlad wrote it: upgrade (this one knows {', '.join(DECODE_MODES)})"
+            raise UsageError(what, where, fix)
         specs = model_streams(streams.specs_from_manifest(features, url), names, sizes, where)
         recorded = tuple(features.streams)
         fps, reason = features.fps, ""
@@ -105,6 +110,7 @@ def load_ensemble(urls: Sequence[str], weights: Sequence[float]) -> TaggingEnsem
     if len(models) > 1:
         ensemble.check_same_vocabulary(urls, [model.num_classes for model in models])
     _check_same_fps(models)
+    _check_same_decode(models)
     sizes: dict[str, int] = {}
     users: dict[str, TaggingModel] = {}  # the first model that takes each feature
     for model in models:
@@ -134,6 +140,17 @@ def _check_same_fps(models: tuple[TaggingModel, ...]) -> None:
                 f"its features are at {model.fps:g} fps, {known[0].fps:g} in --model {known[0].url}"
             )
             fix = "ensemble models trained on features of one frame rate"
+            raise UsageError(what, f"--model {model.url}", fix)
+
+
+def _check_same_decode(models: tuple[TaggingModel, ...]) -> None:
+    """Raw videos decode once for every model, so their features' decode modes must agree."""
+    known = [model for model in models if model.specs]
+    for model in known[1:]:
+        mode, first_mode = model.specs[0].decode, known[0].specs[0].decode
+        if mode != first_mode:
+            what = f"its features were decoded {mode}, {first_mode} in --model {known[0].url}"
+            fix = "ensemble models trained on features of one decode mode (--decode)"
             raise UsageError(what, f"--model {model.url}", fix)
 
 

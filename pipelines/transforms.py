@@ -17,6 +17,8 @@ from pipelines.elements import EmbeddedVideo, Failure
 from pipelines.model_handler import NAMESPACE
 
 COUNTS = "counts"
+# Counts combined as a maximum over the videos, not summed: how far any sample strayed.
+MAXIMA = ("max_sample_error_s",)
 VIDEO_LEVEL = "video_level"
 OK_ID = "ok_id"
 SINGLE_SHARD = "00000-of-00001"
@@ -61,13 +63,23 @@ def write_failures(failures: beam.PCollection, output: str, run_id: str) -> beam
 
 
 def count_outcomes(failures: beam.PCollection, *counts: beam.PCollection) -> beam.PCollection:
-    """One dict: failures (by reason: `failed_by_reason/<reason>`) and the (name, n) counts."""
-    return (
-        (failures | "CountFailures" >> beam.FlatMap(failure_counts), *counts)
-        | "AllCounts" >> beam.Flatten()
+    """One dict: failures (by reason: `failed_by_reason/<reason>`) and the (name, n) counts,
+    summed, except MAXIMA, whose largest value is kept."""
+    every = (
+        failures | "CountFailures" >> beam.FlatMap(failure_counts),
+        *counts,
+    ) | "AllCounts" >> beam.Flatten()
+    sums = (
+        every
+        | "Summed" >> beam.Filter(lambda named: named[0] not in MAXIMA)
         | "SumCounts" >> beam.CombinePerKey(sum)
-        | "CountsDict" >> beam.combiners.ToDict()
     )
+    maxima = (
+        every
+        | "Largest" >> beam.Filter(lambda named: named[0] in MAXIMA)
+        | "MaxCounts" >> beam.CombinePerKey(max)
+    )
+    return (sums, maxima) | "Outcomes" >> beam.Flatten() | "CountsDict" >> beam.combiners.ToDict()
 
 
 class EncodeRecords(beam.DoFn):
@@ -106,6 +118,11 @@ class EncodeRecords(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COUNTS, ("no_audio", 1))
         if self._audio and summary.audio_truncated:
             yield beam.pvalue.TaggedOutput(COUNTS, ("audio_truncated", 1))
+        if summary.hw_decoded:
+            yield beam.pvalue.TaggedOutput(COUNTS, ("hw_decoded", 1))
+        if summary.hw_decode_fallback:
+            yield beam.pvalue.TaggedOutput(COUNTS, ("hw_decode_fallbacks", 1))
+        yield beam.pvalue.TaggedOutput(COUNTS, ("max_sample_error_s", summary.max_sample_error_s))
         if not embedded.video.labeled:
             yield beam.pvalue.TaggedOutput(COUNTS, ("unlabeled", 1))
 
