@@ -93,10 +93,30 @@ def is_file(url: str) -> bool:
 
 def list_urls(url_prefix: str) -> list[str]:
     """Objects whose URL starts with `url_prefix`, sorted (folder placeholders left out)."""
+    return [url for url, _, _ in list_objects(url_prefix)]
+
+
+def list_objects(url_prefix: str) -> list[tuple[str, int, str]]:
+    """(URL, size in bytes, generation) of the objects under `url_prefix`, sorted by URL:
+    one listing, no request per object."""
     bucket, prefix = split(url_prefix)
     with errors(url_prefix):
-        names = [blob.name for blob in client().list_blobs(bucket, prefix=prefix)]
-    return sorted(f"{SCHEME}{bucket}/{name}" for name in names if not name.endswith("/"))
+        blobs = [
+            (f"{SCHEME}{bucket}/{blob.name}", int(blob.size or 0), str(blob.generation))
+            for blob in client().list_blobs(bucket, prefix=prefix)
+            if not blob.name.endswith("/")
+        ]
+    return sorted(blobs)
+
+
+def stat(url: str) -> tuple[int, str] | None:
+    """(size in bytes, generation) of one object; None when there is none."""
+    bucket, name = split(url)
+    if not name:
+        return None
+    with errors(url):
+        blob = client().bucket(bucket).get_blob(name)
+    return None if blob is None else (int(blob.size or 0), str(blob.generation))
 
 
 def read(url: str) -> bytes:

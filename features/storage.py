@@ -17,6 +17,7 @@ import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from features import gcs
@@ -247,6 +248,41 @@ def _match_remote(pattern: str) -> list[str]:
         return [pattern] if gcs.is_file(pattern) else []
     regex = _pattern_regex(pattern)
     return [url for url in gcs.list_urls(pattern[: found.start()]) if regex.fullmatch(url)]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A matched file: its path or URL, its size in bytes and a version that changes when its
+    content is replaced (gs://: the object's generation; local: the mtime in ns)."""
+
+    path: str
+    size: int
+    version: str
+
+
+def match_entries(pattern: str) -> list[FileEntry]:
+    """`match` with each file's size and version: on gs:// from the bucket's listing (one
+    request per 1000 objects), locally from os.stat."""
+    if not is_remote(pattern):
+        stats = ((path, os.stat(path)) for path in match(pattern))
+        return [FileEntry(path, info.st_size, str(info.st_mtime_ns)) for path, info in stats]
+    found = _WILDCARD.search(pattern)
+    if found is None:
+        info = gcs.stat(pattern)
+        return [] if info is None else [FileEntry(pattern, *info)]
+    regex = _pattern_regex(pattern)
+    listed = gcs.list_objects(pattern[: found.start()])
+    return [FileEntry(*entry) for entry in listed if regex.fullmatch(entry[0])]
+
+
+def copy_to_local(path: str, local_path: str) -> None:
+    """Copies a file or gs:// object to `local_path`, whole or not at all (a temp file in the
+    same folder, renamed when complete)."""
+    with local_output(local_path) as temp:
+        if is_remote(path):
+            gcs.download(path, temp)
+        else:
+            shutil.copyfile(path, temp)
 
 
 _staged: dict[str, str] = {}

@@ -9,12 +9,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from features import cli
 from features.cli import UsageError
 from features.formats import DEFAULT_MAX_FRAMES, RGB_KEY
 from features.lease import DEFAULT_LEASE_TIMEOUT_S
 from features.streams import MEAN_PREFIX
 
 DEFAULT_EVAL_FRACTION = 0.1
+DEFAULT_PARALLEL_READS = 16  # as features.record_stream's (kept light: no TensorFlow here)
+DEFAULT_SHUFFLE_BUFFER = 1024
+DEFAULT_CACHE_MAX_GB = 50.0
+_GB = 10**9
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,10 @@ class TrainPoolConfig:
     patience: int = 3
     max_frames: int = DEFAULT_MAX_FRAMES
     sample_frames: int = 0
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+    parallel_reads: int = DEFAULT_PARALLEL_READS
+    cache_dir: str = ""
+    cache_max_gb: float = DEFAULT_CACHE_MAX_GB
     mixed_precision: bool = False
     resume: bool = False
     overwrite: bool = False
@@ -74,6 +83,11 @@ class TrainPoolConfig:
                 "--resume --overwrite",
                 "pass one of them",
             )
+        check_cache_dir(self.cache_dir)
+
+    @property
+    def cache_max_bytes(self) -> int:
+        return round(self.cache_max_gb * _GB)
 
     def feature_names_for(self, stream_names: Sequence[str]) -> tuple[str, ...]:
         """The features to train on: --feature_names, else every stream the data's manifest
@@ -122,11 +136,19 @@ class EvalPoolConfig:
     verbose: bool = False
     extra_models: tuple[str, ...] = ()
     ensemble_weights: tuple[float, ...] = ()
+    parallel_reads: int = DEFAULT_PARALLEL_READS
+    cache_dir: str = ""
+    cache_max_gb: float = DEFAULT_CACHE_MAX_GB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_models", tuple(self.extra_models))
         object.__setattr__(self, "ensemble_weights", tuple(self.ensemble_weights))
         normalized_weights(self.ensemble_weights, len(self.models))
+        check_cache_dir(self.cache_dir)
+
+    @property
+    def cache_max_bytes(self) -> int:
+        return round(self.cache_max_gb * _GB)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -137,6 +159,38 @@ class EvalPoolConfig:
     def model_weights(self) -> tuple[float, ...]:
         """One weight per model, summing to 1."""
         return normalized_weights(self.ensemble_weights, len(self.models))
+
+
+def add_reading_flags(parser: cli.Parser) -> None:
+    """The flags of how records are read, alike in train_pool and eval_pool."""
+    add = parser.add_argument
+    add(
+        "--parallel_reads",
+        type=cli.int_at_least(1),
+        default=DEFAULT_PARALLEL_READS,
+        help="record files (gs:// shards) streamed at once, their records interleaved",
+    )
+    add(
+        "--cache_dir",
+        default="",
+        help="local folder keeping gs:// shards once read, for later epochs and runs; "
+        "empty: stream them every time",
+    )
+    add(
+        "--cache_max_gb",
+        type=cli.positive_float,
+        default=DEFAULT_CACHE_MAX_GB,
+        help="size cap of --cache_dir (its earlier files included); shards beyond it stream",
+    )
+
+
+def check_cache_dir(cache_dir: str) -> None:
+    """The shard cache is local disk: a URL there would copy a bucket into a bucket."""
+    if "://" in cache_dir:
+        raise UsageError(
+            "the shard cache must be a local folder", f"--cache_dir {cache_dir}",
+            "pass a local folder, or no --cache_dir to stream every epoch",
+        )  # fmt: skip
 
 
 def split_names(text: str) -> tuple[str, ...]:

@@ -5,18 +5,14 @@ from features.formats); frame bytes dequantize exactly as features.quantize.dequ
 Pipeline: files -> interleaved records -> (hold-out split) -> shuffle -> batch of serialized
 records -> one vectorized parse per batch -> prefetch.
 
-Corrupt files. TensorFlow's DataLossError says "corrupted record at 244" but not in which
-file, and an interleave mixes many. So each file is read with errors ignored (a
-TFRecordDataset stops at its first damaged record) while the bytes its records account for
-are counted (payload + 16 bytes of framing each); at the end of the file the count must equal
-its size, taken with one stat when the dataset is built. A truncated, bit-flipped or
-unreadable file thus fails the pipeline with an InvalidArgumentError whose message starts
-with the file's path, at full tf.data speed and without a separate scan. Only uncompressed
-TFRecords (as YouTube-8M's) are read.
+Files come from features.record_stream: local files and gs:// objects alike, streamed shard
+by shard (`parallel_reads` at once, in a shard order reshuffled each training epoch), never
+staged; a truncated, bit-flipped or unreadable file fails the pipeline with an
+InvalidArgumentError whose message starts with the file's path or URL. A ShardCache keeps
+gs:// shards on local disk for later epochs. Training then shuffles records in a buffer of
+`shuffle_buffer` records, so memory stays bounded whatever the data's size.
 """
 
-import concurrent.futures
-import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -34,6 +30,8 @@ from features.formats import (
     QUANTIZE_MIN,
     RGB_KEY,
 )
+from features.record_stream import DEFAULT_PARALLEL_READS, match_record_files, record_stream
+from features.shard_cache import ShardCache
 from pooling_models.model_config import NUM_FRAMES_KEY
 
 SPLITS = ("all", "train", "eval")
@@ -42,13 +40,9 @@ _RANGE = QUANTIZE_MAX - QUANTIZE_MIN
 # The same float32 constants as features.quantize.dequantize, so both give identical floats.
 _STEP = np.float32(_RANGE / (QUANTIZE_LEVELS - 1))
 _BIAS = np.float32(_RANGE / 512.0 + QUANTIZE_MIN)
-_RECORD_FRAMING_BYTES = 16  # uint64 length, its CRC32C and the payload's CRC32C
-_CORRUPT_FILE = ": corrupt, truncated or unreadable TFRecord file ({} of its {} bytes read)"
 _SPLIT_BUCKETS = 1_000_000
 _FRAME_KEY_BUCKETS = 2**62
 _SPLIT_PARSE_BATCH = 256
-_MAX_OPEN_FILES = 16
-_CHECK_BATCH = 256  # records counted together by the corrupt-file check
 _ID_FEATURES = {
     ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
     LEGACY_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -86,6 +80,8 @@ def frame_dataset(
     seed: int = 0,
     eval_fraction: float = 0.0,
     split: str = "all",
+    parallel_reads: int = DEFAULT_PARALLEL_READS,
+    cache: ShardCache | None = None,
 ) -> tf.data.Dataset:
     """Batches of frame-level SequenceExamples as `(inputs, labels)`.
 
@@ -103,6 +99,10 @@ def frame_dataset(
     whose id hashes into the first eval_fraction of buckets and "train" the rest. The hash
     (tf.strings.to_hash_bucket_fast, FarmHash) depends on the id alone, so a video stays on
     its side of the split across runs, seeds and file layouts.
+
+    file_pattern: globs or paths, local or gs://. parallel_reads: files read at once.
+    cache: keeps gs:// shards on local disk once read (see features.shard_cache).
+    shuffle_buffer: records shuffled together when training (held in memory).
     """
     _check_common(num_classes, batch_size, eval_fraction, split)
     features = _named_sizes(feature_names, feature_sizes)
@@ -139,8 +139,9 @@ def frame_dataset(
         inputs[ID_KEY] = ids
         return inputs, _multi_hot(context[LABELS_KEY], ids, num_classes)
 
+    records = _records(file_pattern, training, seed, parallel_reads, cache)
     batches = _serialized_batches(
-        file_pattern, _frame_ids, batch_size, training, shuffle_buffer, seed, eval_fraction, split
+        records, _frame_ids, batch_size, training, shuffle_buffer, seed, eval_fraction, split
     )
     if training and sample_frames > 0:
         # One draw per epoch: frames then depend on (seed, epoch, video), not on batching.
@@ -163,6 +164,8 @@ def video_dataset(
     seed: int = 0,
     eval_fraction: float = 0.0,
     split: str = "all",
+    parallel_reads: int = DEFAULT_PARALLEL_READS,
+    cache: ShardCache | None = None,
 ) -> tf.data.Dataset:
     """Batches of video-level Examples as `(inputs, labels)`.
 
@@ -182,8 +185,9 @@ def video_dataset(
         inputs[ID_KEY] = ids
         return inputs, _multi_hot(parsed[LABELS_KEY], ids, num_classes)
 
+    records = _records(file_pattern, training, seed, parallel_reads, cache)
     batches = _serialized_batches(
-        file_pattern, _example_ids, batch_size, training, shuffle_buffer, seed, eval_fraction, split
+        records, _example_ids, batch_size, training, shuffle_buffer, seed, eval_fraction, split
     )
     parsed = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return parsed.prefetch(tf.data.AUTOTUNE)
@@ -204,8 +208,21 @@ def _named_sizes(names: Sequence[str], sizes: Sequence[int]) -> list[tuple[str, 
     return list(zip(names, (int(size) for size in sizes), strict=True))
 
 
-def _serialized_batches(
+def _records(
     file_pattern: str | Sequence[str],
+    training: bool,
+    seed: int,
+    parallel_reads: int,
+    cache: ShardCache | None,
+) -> tf.data.Dataset:
+    files = match_record_files(file_pattern)
+    return record_stream(
+        files, shuffle=training, seed=seed, parallel_reads=parallel_reads, cache=cache
+    )
+
+
+def _serialized_batches(
+    records: tf.data.Dataset,
     parse_ids: Callable[[tf.Tensor], tf.Tensor],
     batch_size: int,
     training: bool,
@@ -214,18 +231,7 @@ def _serialized_batches(
     eval_fraction: float,
     split: str,
 ) -> tf.data.Dataset:
-    """[B] string batches of serialized records, from every matched file, checked whole."""
-    paths = _match_files(file_pattern)
-    # Not list_files: the globbed paths must stay paired with the sizes taken for them.
-    files = tf.data.Dataset.from_tensor_slices((paths, np.array(_file_sizes(paths), np.int64)))
-    if training:
-        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    records = files.interleave(
-        _checked_records,
-        cycle_length=min(len(paths), _MAX_OPEN_FILES),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
-    )
+    """[B] string batches of serialized records: split, shuffled when training."""
     if split != "all":
         threshold = round(eval_fraction * _SPLIT_BUCKETS)
 
@@ -240,47 +246,6 @@ def _serialized_batches(
     if training:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return records.batch(batch_size)
-
-
-def _match_files(file_pattern: str | Sequence[str]) -> list[str]:
-    patterns = [file_pattern] if isinstance(file_pattern, str | os.PathLike) else file_pattern
-    if not patterns:
-        raise ValueError("file_pattern: no patterns given")
-    paths = set()
-    for pattern in map(os.fspath, patterns):
-        matched = tf.io.gfile.glob(pattern)
-        if not matched:
-            raise FileNotFoundError(f"{pattern}: no TFRecord files matched")
-        paths.update(matched)
-    return sorted(paths)
-
-
-def _file_sizes(paths: list[str]) -> list[int]:
-    """Sizes in bytes; stat calls run in threads since on GCS each is a round trip."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=_MAX_OPEN_FILES) as pool:
-        return list(pool.map(lambda path: tf.io.gfile.stat(path).length, paths))
-
-
-def _checked_records(path: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-    """The records of one file; fails naming the file unless they account for all its bytes.
-
-    Counts per batch of records: a per-record scan step cost ~5 CPU-ms per batch of 80 videos.
-    """
-    batches = tf.data.TFRecordDataset(path).ignore_errors().batch(_CHECK_BATCH)
-    end = tf.data.Dataset.from_tensors((tf.constant([], tf.string), True))
-    marked = batches.map(lambda batch: (batch, False)).concatenate(end)
-
-    def count(consumed: tf.Tensor, element: tuple[tf.Tensor, tf.Tensor]) -> tuple:
-        batch, at_end = element
-        lengths = tf.cast(tf.strings.length(batch), tf.int64) + _RECORD_FRAMING_BYTES
-        consumed += tf.reduce_sum(lengths)
-        message = tf.strings.join([path, tf.strings.format(_CORRUPT_FILE, [consumed, size])])
-        check = tf.debugging.Assert(tf.logical_or(~at_end, consumed == size), [message])
-        with tf.control_dependencies([check]):
-            return consumed, (tf.identity(batch), at_end)
-
-    checked = marked.scan(tf.constant(0, tf.int64), count)
-    return checked.filter(lambda batch, at_end: ~at_end).map(lambda batch, at_end: batch).unbatch()
 
 
 def _frame_ids(serialized: tf.Tensor) -> tf.Tensor:

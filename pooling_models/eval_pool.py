@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from features import cli
-from pooling_models.config import EvalPoolConfig, split_weights
+from pooling_models.config import EvalPoolConfig, add_reading_flags, split_weights
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from features.shard_cache import ShardCache
     from pooling_models.model_dir import TrainConfig
 
 PROG = "eval_pool"
@@ -46,6 +47,7 @@ def build_parser() -> cli.Parser:
         "only printed unless this names a file",
     )
     add("--batch_size", type=cli.int_at_least(1), default=64, help="videos per step")
+    add_reading_flags(parser)
     return parser
 
 
@@ -108,8 +110,8 @@ def _evaluate(config: EvalPoolConfig, train_configs: list["TrainConfig"]) -> dic
     """The metrics of the model, or of the ensemble's averaged probabilities."""
     import tensorflow as tf
 
-    from features import storage
     from features.records import CorruptRecordError
+    from features.shard_cache import ShardCache
     from pooling_models import inputs, model_dir
     from pooling_models.evaluation import (
         NoVideosError,
@@ -124,11 +126,10 @@ def _evaluate(config: EvalPoolConfig, train_configs: list["TrainConfig"]) -> dic
         model_config = train_config.model
         sizes = dict(zip(model_config.feature_names, model_config.feature_sizes, strict=True))
         inputs.check_records(files, model_config.data_level, sizes, "--eval_data", config.eval_data)
-    records = storage.stage_glob(config.eval_data)
-    inputs.check_framing(sorted(tf.io.gfile.glob(records)))
-    datasets = [
-        _dataset(records, train_config, config.batch_size) for train_config in train_configs
-    ]
+    inputs.check_framing(files)
+    # Streamed, never staged (see features.record_stream); each model reads the records once.
+    cache = ShardCache(config.cache_dir, config.cache_max_bytes) if config.cache_dir else None
+    datasets = [_dataset(config, train_config, cache) for train_config in train_configs]
     keras_models = [model_dir.load_model(url) for url in config.models]
     num_classes = train_configs[0].model.num_classes
     try:
@@ -145,8 +146,10 @@ def _evaluate(config: EvalPoolConfig, train_configs: list["TrainConfig"]) -> dic
     return {key: metrics[key] for key in RESULT_KEYS}
 
 
-def _dataset(records: str, train_config: "TrainConfig", batch_size: int) -> "tf.data.Dataset":
-    """The records as one model reads them: its features, its clip length."""
+def _dataset(
+    config: EvalPoolConfig, train_config: "TrainConfig", cache: "ShardCache | None"
+) -> "tf.data.Dataset":
+    """--eval_data as one model reads it: its features, its clip length."""
     from pooling_models import data
 
     model_config = train_config.model
@@ -154,12 +157,14 @@ def _dataset(records: str, train_config: "TrainConfig", batch_size: int) -> "tf.
         "feature_names": model_config.feature_names,
         "feature_sizes": model_config.feature_sizes,
         "num_classes": model_config.num_classes,
-        "batch_size": batch_size,
+        "batch_size": config.batch_size,
         "training": False,
+        "parallel_reads": config.parallel_reads,
+        "cache": cache,
     }
     if model_config.data_level == "frame":
-        return data.frame_dataset(records, max_frames=train_config.max_frames, **common)
-    return data.video_dataset(records, **common)
+        return data.frame_dataset(config.eval_data, max_frames=train_config.max_frames, **common)
+    return data.video_dataset(config.eval_data, **common)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,20 @@ import os
 import re
 import struct
 
+import numpy as np
 import tensorflow as tf
 
 from features import storage
 from features.cli import UsageError
+from features.formats import LABELS_KEY
+from features.record_stream import match_record_files, record_stream
 from features.records import CorruptRecordError
+from features.shard_cache import ShardCache
 
 _CORRUPT = re.compile(
     r"\[(.+?): corrupt, truncated or unreadable TFRecord file \((\d+) of its (\d+) bytes read\)\]"
 )
+_SCAN_BATCH = 256
 _LEVEL_FIX = {
     "frame": "pass frame-level records (<features>/frame/*.tfrecord)",
     "video": "pass video-level records (<features>/video/*.tfrecord)",
@@ -90,8 +95,11 @@ def _values_per_frame(record: tf.train.SequenceExample, name: str, level: str) -
 def check_framing(files: list[str]) -> None:
     """Walks each local file's TFRecord framing (lengths only, payloads skipped): a file
     that ends inside a record is a one-line error naming it and the offset, before any
-    training. A record damaged inside (a flipped bit) is found by the reader later."""
+    training. A record damaged inside (a flipped bit) is found by the reader later, and so is
+    a truncated gs:// object (walking its framing would cost a request per record)."""
     for path in files:
+        if storage.is_remote(path):
+            continue
         size = os.path.getsize(path)
         with open(path, "rb") as source:
             offset = 0
@@ -109,9 +117,26 @@ def check_framing(files: list[str]) -> None:
                 source.seek(offset)
 
 
-def count_records(files: list[str]) -> int:
-    """How many records the (local) files hold, read whole."""
-    return sum(1 for _ in tf.data.TFRecordDataset(files).ignore_errors())
+def count_records(pattern: str, cache: ShardCache | None = None) -> int:
+    """How many records the matched files (local or gs://) hold, streamed once."""
+    stream = record_stream(match_record_files(pattern), shuffle=False, cache=cache)
+    return int(stream.reduce(np.int64(0), lambda count, _: count + 1))
+
+
+def largest_label(pattern: str, data_level: str, cache: ShardCache | None = None) -> int:
+    """The largest label index in the matched frame- or video-level records (-1 if none),
+    streamed once and parsed a batch at a time."""
+    labels = {LABELS_KEY: tf.io.VarLenFeature(tf.int64)}
+
+    def largest(batch: tf.Tensor) -> tf.Tensor:
+        if data_level == "frame":
+            context, _, _ = tf.io.parse_sequence_example(batch, context_features=labels)
+        else:
+            context = tf.io.parse_example(batch, labels)
+        return tf.reduce_max(tf.concat([context[LABELS_KEY].values, [-1]], axis=0))
+
+    stream = record_stream(match_record_files(pattern), shuffle=False, cache=cache)
+    return int(stream.batch(_SCAN_BATCH).map(largest).reduce(np.int64(-1), tf.maximum))
 
 
 def is_empty(dataset: tf.data.Dataset) -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from features import cli, storage
 from features.lease import DEFAULT_LEASE_TIMEOUT_S
-from pooling_models.config import TrainPoolConfig, split_names, split_sizes
+from pooling_models.config import TrainPoolConfig, add_reading_flags, split_names, split_sizes
 from pooling_models.model_config import (
     CONV_VARIANTS,
     DATA_LEVELS,
@@ -84,6 +84,13 @@ def build_parser() -> cli.Parser:
     add("--patience", type=cli.int_at_least(1), default=3, help="epochs without GAP gain")
     add("--max_frames", type=cli.int_at_least(1), default=TrainPoolConfig.max_frames)
     add("--sample_frames", type=cli.int_at_least(0), default=0, help="0 = all frames")
+    add(
+        "--shuffle_buffer",
+        type=cli.int_at_least(1),
+        default=TrainPoolConfig.shuffle_buffer,
+        help="records shuffled together in memory (a frame-level record is ~0.35 MB)",
+    )
+    add_reading_flags(parser)
     add("--mixed_precision", action="store_true", help="float16 pooling, float32 classifier")
     add("--resume", action="store_true", help="continue from <output>/checkpoint")
     add("--overwrite", action="store_true", help="replace an earlier run's model/checkpoint")

@@ -14,13 +14,13 @@ from features import manifest, storage
 from features.cli import UsageError
 from features.formats import AUDIO_KEY, RGB_KEY
 from features.records import CorruptRecordError
+from features.shard_cache import ShardCache
 from features.streams import MEAN_PREFIX
 from framevlad_proto import framevlad_pb2
 from pooling_models import checkpoint, data, inputs, model_dir
 from pooling_models.builder import build_model
 from pooling_models.config import TrainPoolConfig
 from pooling_models.evaluation import evaluate
-from pooling_models.label_scan import largest_label
 from pooling_models.metrics import RESULT_KEYS
 from pooling_models.model_config import ModelConfig
 from pooling_models.training import FitSettings, fit
@@ -90,19 +90,21 @@ def train(
     inputs.check_records(train_files, config.data_level, {}, "--train_data", config.train_data)
     if eval_files:
         inputs.check_records(eval_files, config.data_level, {}, "--eval_data", config.eval_data)
-    train_pattern = storage.stage_glob(config.train_data)
-    eval_pattern = storage.stage_glob(config.eval_data) if config.eval_data else ""
-    for pattern in filter(None, (train_pattern, eval_pattern)):
-        inputs.check_framing(sorted(tf.io.gfile.glob(pattern)))
+    inputs.check_framing(train_files + eval_files)
+    # Records are streamed (gs:// shard by shard), never staged: see features.record_stream.
+    train_pattern, eval_pattern = config.train_data, config.eval_data
+    cache = shard_cache(config.cache_dir, config.cache_max_bytes)
     try:
-        features = resolve_features(config, train_pattern, eval_pattern)
+        features = resolve_features(config, train_pattern, eval_pattern, cache)
         sizes = dict(zip(features.names, features.sizes, strict=True))
         inputs.check_records(
             train_files, config.data_level, sizes, "--train_data", config.train_data
         )
         model_config = build_model_config(config, features)
-        check_not_empty(config, features, train_pattern, eval_pattern)
-        train_dataset, eval_dataset = datasets(config, features, train_pattern, eval_pattern)
+        check_not_empty(config, features, train_pattern, eval_pattern, cache)
+        train_dataset, eval_dataset = datasets(
+            config, features, train_pattern, eval_pattern, cache=cache
+        )
         return _fit_and_write(
             config, output, features, model_config, (train_dataset, eval_dataset), callbacks
         )
@@ -157,7 +159,17 @@ def _fit_and_write(
     return metrics
 
 
-def resolve_features(config: TrainPoolConfig, train_pattern: str, eval_pattern: str) -> Features:
+def shard_cache(cache_dir: str, max_bytes: int) -> ShardCache | None:
+    """The --cache_dir shard cache (None without one)."""
+    return ShardCache(cache_dir, max_bytes) if cache_dir else None
+
+
+def resolve_features(
+    config: TrainPoolConfig,
+    train_pattern: str,
+    eval_pattern: str,
+    cache: ShardCache | None = None,
+) -> Features:
     """Names, sizes and class count from the flags, else the manifest, else the records."""
     manifest_path = manifest.find_manifest(config.train_data)
     features = manifest.read_manifest(manifest_path) if manifest_path else None
@@ -174,7 +186,9 @@ def resolve_features(config: TrainPoolConfig, train_pattern: str, eval_pattern: 
     stream_names = [stream.name for stream in features.streams] if features is not None else []
     names = config.feature_names_for(stream_names)
     sizes = config.feature_sizes or _sizes_from(names, features)
-    num_classes = config.num_classes or _classes_from(config, features, train_pattern, eval_pattern)
+    num_classes = config.num_classes or _classes_from(
+        config, features, (train_pattern, eval_pattern), cache
+    )
     return Features(names, sizes, num_classes, manifest_path, features)
 
 
@@ -198,14 +212,14 @@ def _sizes_from(names: tuple[str, ...], features: framevlad_pb2.Manifest | None)
 def _classes_from(
     config: TrainPoolConfig,
     features: framevlad_pb2.Manifest | None,
-    train_pattern: str,
-    eval_pattern: str,
+    patterns: tuple[str, str],
+    cache: ShardCache | None,
 ) -> int:
     if features is not None and (features.num_classes or features.vocabulary.size):
         return int(features.num_classes or features.vocabulary.size)
-    largest = largest_label(train_pattern, config.data_level)
-    if eval_pattern:
-        largest = max(largest, largest_label(eval_pattern, config.data_level))
+    largest = max(
+        inputs.largest_label(pattern, config.data_level, cache) for pattern in patterns if pattern
+    )
     if largest < 0:
         raise UsageError(
             "the records hold no labels", f"--train_data {config.train_data}",
@@ -248,6 +262,7 @@ def datasets(
     train_pattern: str,
     eval_pattern: str,
     shuffle_training: bool = True,
+    cache: ShardCache | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """(train, eval): --eval_data, else a stable hash hold-out of --train_data."""
     common = {
@@ -256,6 +271,9 @@ def datasets(
         "num_classes": features.num_classes,
         "batch_size": config.batch_size,
         "seed": config.seed,
+        "shuffle_buffer": config.shuffle_buffer,  # used by the training side only
+        "parallel_reads": config.parallel_reads,
+        "cache": cache,
     }
     if config.data_level == "frame":
         common["max_frames"] = config.max_frames
@@ -276,16 +294,22 @@ def datasets(
 
 
 def check_not_empty(
-    config: TrainPoolConfig, features: Features, train_pattern: str, eval_pattern: str
+    config: TrainPoolConfig,
+    features: Features,
+    train_pattern: str,
+    eval_pattern: str,
+    cache: ShardCache | None = None,
 ) -> None:
     """Fails up front when either side of the split holds no video. Reads unshuffled, one
     video at a time, until each side shows one (the whole data only when one is empty)."""
     probe = replace(config, batch_size=1, sample_frames=0)
-    train_probe, eval_probe = datasets(probe, features, train_pattern, eval_pattern, False)
+    train_probe, eval_probe = datasets(
+        probe, features, train_pattern, eval_pattern, False, cache=cache
+    )
     eval_empty = inputs.is_empty(eval_probe)
     if not eval_empty and not inputs.is_empty(train_probe):
         return
-    total = inputs.count_records(tf.io.gfile.glob(train_pattern))
+    total = inputs.count_records(train_pattern, cache)
     if eval_empty:
         if config.eval_data:
             where, fix = f"--eval_data {config.eval_data}", "pass records that hold videos"
