@@ -5,8 +5,9 @@ Readers. Local files, and gs:// objects on real GCS, are read by tf.data.TFRecor
 through TensorFlow's own file systems (its gs:// client streams an object with read-ahead).
 That client's endpoint is fixed, so it cannot reach a GCS emulator: with STORAGE_EMULATOR_HOST
 set, gs:// objects are streamed by google-cloud-storage (features.storage.open_read) and framed
-in Python (features.tfrecord_framing), a batch of records at a time, through
-Dataset.from_generator.
+in Python (features.tfrecord_framing) through Dataset.from_generator, a block of whole records
+at a time (one bytes object and the records' offsets, cut apart by tf.strings.substr:
+handing TensorFlow one object per record cost more than the reading).
 
 Corrupt files. TensorFlow's DataLossError says "corrupted record at 244" but not in which
 file, and an interleave mixes many. So each file is read with errors ignored (both readers
@@ -29,11 +30,12 @@ import tensorflow as tf
 
 from features import gcs, storage
 from features.shard_cache import ShardCache
-from features.tfrecord_framing import FRAMING_BYTES, DamagedRecordError, iter_records
+from features.tfrecord_framing import FRAMING_BYTES, DamagedRecordError, iter_record_blocks
 
 DEFAULT_PARALLEL_READS = 16
 CORRUPT_FILE = ": corrupt, truncated or unreadable TFRecord file ({} of its {} bytes read)"
 _CHECK_BATCH = 256  # records counted together by the corrupt-file check
+_STREAM_BLOCK_BYTES = 8 << 20  # what the Python reader hands TensorFlow at a time
 _REMOTE_BUFFER_BYTES = 8 << 20  # TFRecordDataset's read size on gs:// (256 KiB locally)
 
 
@@ -88,21 +90,21 @@ def record_stream(
     cycle_length = min(len(files), parallel_reads)
     if cache is not None:
         listed = _through_cache(listed, files, cache, cycle_length, deterministic=not shuffle)
-    if all(tensorflow_reads(entry.path) for entry in files):
-        remote = any(storage.is_remote(entry.path) for entry in files)
-        buffer_size = _REMOTE_BUFFER_BYTES if remote else None
+    streamed = not all(tensorflow_reads(entry.path) for entry in files)
+    remote = any(storage.is_remote(entry.path) for entry in files)
+    buffer_size = _REMOTE_BUFFER_BYTES if remote else None
 
-        def batches(path: tf.Tensor) -> tf.data.Dataset:
-            records = tf.data.TFRecordDataset(path, buffer_size=buffer_size)
-            return records.ignore_errors().batch(_CHECK_BATCH)
-
-    else:
-
-        def batches(path: tf.Tensor) -> tf.data.Dataset:
-            spec = tf.TensorSpec([None], tf.string)  # a batch of serialized records
-            return tf.data.Dataset.from_generator(
-                _framed_batches, args=(path,), output_signature=spec
-            )
+    def batches(path: tf.Tensor) -> tf.data.Dataset:
+        if not streamed:
+            return _tensorflow_batches(path, buffer_size)
+        if cache is None:
+            return _streamed_batches(path)
+        # Against an emulator with a cache: TensorFlow reads the cached copies (local), the
+        # Python stream the rest. Exactly one of the two filters lets the path through.
+        path_only = tf.data.Dataset.from_tensors(path)
+        copies = path_only.filter(_is_local).flat_map(lambda p: _tensorflow_batches(p, None))
+        rest = path_only.filter(lambda p: ~_is_local(p)).flat_map(_streamed_batches)
+        return copies.concatenate(rest)
 
     return listed.interleave(
         lambda path, readable, size: _checked_records(path, size, batches(readable)),
@@ -110,6 +112,28 @@ def record_stream(
         num_parallel_calls=cycle_length,
         deterministic=not shuffle,
     )
+
+
+def _tensorflow_batches(path: tf.Tensor, buffer_size: int | None) -> tf.data.Dataset:
+    """[n] serialized records of one file, read by TensorFlow; stops at the first damage."""
+    records = tf.data.TFRecordDataset(path, buffer_size=buffer_size)
+    return records.ignore_errors().batch(_CHECK_BATCH)
+
+
+def _streamed_batches(path: tf.Tensor) -> tf.data.Dataset:
+    """[n] serialized records of one file, streamed by features.storage and framed in
+    Python; stops at the first damage."""
+    spec = (
+        tf.TensorSpec([], tf.string),  # a block of whole records
+        tf.TensorSpec([None], tf.int64),  # where each record's data starts in it
+        tf.TensorSpec([None], tf.int64),  # and its length
+    )
+    blocks = tf.data.Dataset.from_generator(_record_blocks, args=(path,), output_signature=spec)
+    return blocks.map(tf.strings.substr)
+
+
+def _is_local(path: tf.Tensor) -> tf.Tensor:
+    return ~tf.strings.regex_full_match(path, ".*://.*")
 
 
 def _through_cache(
@@ -133,27 +157,22 @@ def _through_cache(
     return listed.map(resolve, num_parallel_calls=parallelism, deterministic=deterministic)
 
 
-def _framed_batches(path: bytes) -> Iterator[list[bytes]]:
-    """Records of one file read through features.storage, up to _CHECK_BATCH at a time.
+def _record_blocks(path: bytes) -> Iterator[tuple[bytes, np.ndarray, np.ndarray]]:
+    """Blocks of whole records of one file read through features.storage, with each
+    record's start and length in its block.
 
     Stops at the first damaged record, or when the read fails, as TFRecordDataset with
     ignore_errors does: the byte count then fails naming the file (a failed read also warns
     with its cause; a damaged record needs no more words)."""
     name = path.decode()
-    batch: list[bytes] = []
     try:
         with storage.open_read(name) as source:
-            for _, record in iter_records(source):
-                batch.append(record)
-                if len(batch) == _CHECK_BATCH:
-                    yield batch
-                    batch = []
+            for block, starts, lengths in iter_record_blocks(source, _STREAM_BLOCK_BYTES):
+                yield block, np.array(starts, np.int64), np.array(lengths, np.int64)
     except DamagedRecordError:
         pass  # the byte count fails, naming the file
     except Exception as error:  # noqa: BLE001 -- any read failure: the byte count names the file
         warnings.warn(f"{name}: reading failed: {type(error).__name__}: {error}", stacklevel=1)
-    if batch:
-        yield batch
 
 
 def _checked_records(path: tf.Tensor, size: tf.Tensor, batches: tf.data.Dataset) -> tf.data.Dataset:

@@ -12,6 +12,7 @@ from features.tfrecord_framing import (
     DamagedRecordError,
     frame_record,
     has_tfrecord_header,
+    iter_record_blocks,
     iter_records,
 )
 
@@ -31,21 +32,43 @@ def test_framing_matches_tensorflow_both_ways(tmp_path):
     assert has_tfrecord_header(written) and not has_tfrecord_header(b"not a record")
 
 
-@pytest.mark.parametrize(
-    ("damage", "what", "offset"),
-    [
-        (lambda data: data[:-1], "truncated TFRecord", 33),
-        (lambda data: data[:20], "truncated TFRecord", 16),
-        (lambda data: data[:16] + bytes([data[16] ^ 1]) + data[17:], "bad length checksum", 16),
-        (lambda data: data[:-10] + b"?" + data[-9:], "bad data checksum", 33),
-    ],
-)
-def test_damage_is_named_by_the_offset_of_its_record(damage, what, offset):
+def records_read(data: bytes, block_bytes: int, read: list[bytes]) -> None:
+    """Appends to `read` the records found, one by one (iter_records, block_bytes=0) or cut
+    out of iter_record_blocks' blocks; appends before any error is raised."""
+    if not block_bytes:
+        for _, payload in iter_records(io.BytesIO(data)):
+            read.append(payload)
+        return
+    for block, starts, lengths in iter_record_blocks(io.BytesIO(data), block_bytes):
+        for start, size in zip(starts, lengths, strict=True):
+            read.append(block[start : start + size])
+
+
+@pytest.mark.parametrize("block_bytes", [1, 20, 10**6])
+def test_blocks_hold_whole_records_whatever_the_read_size(block_bytes):
+    for data, expected in ((b"".join(map(frame_record, PAYLOADS)), PAYLOADS), (b"", [])):
+        read = []
+        records_read(data, block_bytes, read)
+        assert read == expected
+
+
+DAMAGES = [
+    (lambda data: data[:-1], "truncated TFRecord", 33),
+    (lambda data: data[:20], "truncated TFRecord", 16),
+    (lambda data: data[:16] + bytes([data[16] ^ 1]) + data[17:], "bad length checksum", 16),
+    (lambda data: data[:-10] + b"?" + data[-9:], "bad data checksum", 33),
+]
+
+
+@pytest.mark.parametrize(("damage", "what", "offset"), DAMAGES)
+@pytest.mark.parametrize("block_bytes", [0, 5, 10**6])  # 0: iter_records, record by record
+def test_damage_is_named_by_the_offset_of_its_record(damage, what, offset, block_bytes):
     data = damage(b"".join(map(frame_record, PAYLOADS)))
     read = []
     with pytest.raises(DamagedRecordError, match=what) as error:
-        read.extend(payload for _, payload in iter_records(io.BytesIO(data)))
-    assert error.value.offset == offset and read == PAYLOADS[: len(read)]
+        records_read(data, block_bytes, read)
+    assert error.value.offset == offset
+    assert read == PAYLOADS[: [0, 16, 33].index(offset)]  # every record before the damage
     assert str(error.value).endswith(f"at byte {offset}")
 
 
