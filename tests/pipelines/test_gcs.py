@@ -118,12 +118,18 @@ def test_train_pool_writes_the_model_into_the_bucket(bucket_model, bucket_featur
 
 
 def test_eval_pool_writes_metrics_and_predictions_into_the_bucket(
-    bucket_model, bucket_features, gcs_bucket
+    bucket_model, bucket_features, gcs_bucket, tmp_path
 ):
     frames = f"{bucket_features}/frame/*.tfrecord"
     predictions = f"{gcs_bucket}/evaluation/predictions.csv"
     args = ["--model", bucket_model, "--eval_data", frames, "--predictions", predictions]
+    args += ["--cache_dir", str(tmp_path / "cache"), "--parallel_reads", "2"]
     assert eval_pool.main(args) == 0
+    shards = [
+        name for name in gcs_emulator.list_names(bucket_features) if name.startswith("frame/")
+    ]
+    copies = sorted(path.name for path in (tmp_path / "cache").iterdir())
+    assert len(copies) == len(shards) and all(name.endswith(".tfrecord") for name in copies)
     metrics = json.loads(gcs_emulator.read(f"{bucket_model}/eval_metrics.json"))
     assert metrics["num_videos"] == VIDEOS and 0.0 <= metrics["gap"] <= 1.0
     rows = list(csv.reader(io.StringIO(gcs_emulator.read(predictions).decode())))

@@ -20,7 +20,7 @@ from features import gcs, storage
 from features.records import encode_frame_example
 from features.shard_cache import ShardCache
 from features.tfrecord_framing import frame_record
-from pooling_models import train_pool
+from pooling_models import eval_pool, train_pool
 from pooling_models.data import frame_dataset
 from tests import gcs_emulator
 
@@ -297,3 +297,15 @@ def test_train_pool_names_a_corrupt_bucket_shard_in_one_line(gcs_bucket, capsys)
         "train_pool: error: corrupt or truncated TFRecord file: its records end at byte"
     )
     assert f"of {len(truncated)} ({folder}/bad.tfrecord): re-extract it" in lines[0]
+
+
+@pytest.mark.parametrize("script", [train_pool, eval_pool])
+def test_a_cache_in_a_bucket_is_refused_in_one_line(script, capsys):
+    data = ["--train_data" if script is train_pool else "--eval_data", "/data/*.tfrecord"]
+    where = ["--output", "/out"] if script is train_pool else ["--model", "/model"]
+    assert script.main([*data, *where, "--cache_dir", "gs://bucket/cache"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"{script.PROG}: error: the shard cache must be a local folder (--cache_dir "
+        "gs://bucket/cache): pass a local folder, or no --cache_dir to stream every epoch"
+    )
