@@ -174,7 +174,7 @@ def measure_model(
     rows = []
     for precision in args.precisions.split(","):
         frames = (
-            auto_frames_per_batch(rgb_frame, precision)
+            auto_frames_per_batch(rgb_frame)
             if args.frames_per_batch == "auto"
             else int(args.frames_per_batch)
         )

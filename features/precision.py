@@ -7,14 +7,21 @@ activations, pooling, and depthwise convolutions (memory-bound, no tensor cores)
 leave the model as float32, and the variables stay float32, so a mixed model holds the
 float32 model's weights exactly.
 
-Measured on CPU, random weights, synthetic frames (PCA to half the dims, fitted on float32
-features; bytes within +-1 level of float32's): bfloat16 instead of float16 fails the tiny
-backbone (75 % within +-1; float16 100 %), while tensor cores run both at the same rate on
-compute capability >= 8.0, and only float16 on 7.x. Rounding every layer's output to float16
-(Keras' "mixed_float16" everywhere) gives MobileNetV3-Small 1 % relative error and 85 %;
-convolutions and dense layers alone 0.26 % and 98 %; with depthwise ones in float32 as well,
-0.10 % and 99.5 %. On a CPU "mixed" is the same float16 arithmetic, so tests there check the
-numerics a GPU runs; it brings no speed there.
+Measured on CPU with random weights and synthetic frames, as bytes within +-1 level of
+float32's after a PCA to half the dims and quantize (tests/features/test_precision.py):
+- bfloat16 in place of float16: tiny 88 % (float16: 100 %), while tensor cores run both at
+  the same rate on compute capability >= 8.0, and only float16 on 7.x;
+- MobileNetV3-Small with every layer in float16 (Keras' "mixed_float16"): 1 % relative error
+  in the features, 76-92 %; convolutions and dense layers only: 0.26 %, 97-99 %; depthwise
+  ones in float32 as well (this module): 0.10 %, 99.0-99.8 %;
+- InceptionV3 (this module): 0.47 %, 83 %. Its error grows steadily over its 94
+  convolutions, no layer dominating, and its random-weight features vary little between
+  frames (std 15 % of the mean), which whitening amplifies; ImageNet weights on real frames
+  are what to judge it on (benchmarks/cnn_precision.py --weights --check_video).
+"float32" on a GPU of compute capability >= 8.0 multiplies in TF32 (TensorFlow's default:
+a 10-bit mantissa, as float16's, summed in float32); the benchmark measures its bytes too.
+On a CPU "mixed" is the same float16 arithmetic, so tests there check the numerics a GPU
+runs; it brings no speed there (3D convolutions run 9 times slower).
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ MIXED_COMPUTE_DTYPE = "float16"
 # no faster, some (P4, compute capability 6.1) far slower.
 MIN_MIXED_CAPABILITY = (7, 0)
 CPU_FRAMES_PER_BATCH = 32  # the --frames_per_batch default, measured best on CPUs
-# Past this, a GPU batch buys little throughput (InceptionV3 saturates an A100 by ~128-256
-# frames) and costs host memory: each decoded chunk of 256 299x299 frames is 69 MB.
+# Past this a GPU batch is assumed to buy little throughput (benchmarks/cnn_precision.py
+# --frames_per_batch N measures it), while it costs host memory: each decoded chunk of 256
+# 299x299 frames is 69 MB, and every decode worker holds one.
 MAX_AUTO_FRAMES_PER_BATCH = 256
-# Peak live activations at inference, in values per input value: InceptionV3's stem holds
-# ~3 M values per 299x299x3 frame (11x); 16 leaves room for convolution workspaces.
+# Peak live activations at inference, in float32 values per input value: InceptionV3's stem
+# holds 2-3 M values per 299x299x3 frame (8-11x); 16 leaves room for convolution workspaces.
+# Float32 in both precisions: "mixed" keeps the activations between convolutions float32.
 ACTIVATION_VALUES_PER_INPUT_VALUE = 16
 # Share of the free GPU memory one model's batches may take: others (a second stream's
 # model, the decoder) share the GPU.
@@ -101,34 +110,31 @@ def runs_on_tensor_cores(layer: keras.Operation) -> bool:
 
 
 def resolve_jit_compile(jit_compile: bool | None) -> bool:
-    """None ("auto") compiles with XLA where a GPU is present. On CPU XLA measured slower for
-    InceptionV3 (30 vs 37 frames/s), so auto leaves it off there."""
+    """None ("auto") compiles with XLA where a GPU is present. On CPU XLA measured slower
+    (InceptionV3 30 vs 37 frames/s, MobileNetV3-Small 4 vs 47), so auto leaves it off there."""
     return bool(gpus()) if jit_compile is None else jit_compile
 
 
 def auto_frames_per_batch(
     input_shape: Sequence[int],
-    precision: str = "float32",
     gpu_free_bytes: int | None = None,
     max_frames: int = MAX_AUTO_FRAMES_PER_BATCH,
 ) -> int:
     """Samples of `input_shape` (one sample, no batch axis) per CNN batch for this machine.
 
     Without a GPU: CPU_FRAMES_PER_BATCH. With one: the largest power of two whose estimated
-    activations (ACTIVATION_VALUES_PER_INPUT_VALUE per input value, 2 bytes each in mixed
-    precision, 4 in float32) fit GPU_MEMORY_SHARE of `gpu_free_bytes` (read from nvidia-smi
-    when None), at most `max_frames`. For --frames_per_batch pass the rgb frame shape: the
-    clip and flow streams' batches hold as many pixels (FeatureSpec.samples_per_batch).
+    activations (ACTIVATION_VALUES_PER_INPUT_VALUE float32 values per input value) fit
+    GPU_MEMORY_SHARE of `gpu_free_bytes` (read from nvidia-smi when None), at most
+    `max_frames`. For --frames_per_batch pass the rgb frame shape: the clip and flow
+    streams' batches hold as many pixels (FeatureSpec.samples_per_batch).
     """
-    check_precision(precision)
     if gpu_free_bytes is None:
         if not gpus():
             return CPU_FRAMES_PER_BATCH
         gpu_free_bytes = free_gpu_memory()
         if gpu_free_bytes is None:  # no nvidia-smi: size for the smallest current GPU (T4)
             gpu_free_bytes = 15 << 30
-    value_bytes = 2 if precision == "mixed" else 4
-    sample_bytes = math.prod(input_shape) * ACTIVATION_VALUES_PER_INPUT_VALUE * value_bytes
+    sample_bytes = math.prod(input_shape) * ACTIVATION_VALUES_PER_INPUT_VALUE * 4
     fitting = int(gpu_free_bytes * GPU_MEMORY_SHARE) // sample_bytes
     if fitting < 1:
         raise BackboneError(

@@ -206,14 +206,14 @@ def test_precision_choices_are_checked_in_one_line(no_gpu, fake_gpu) -> None:
 
 def test_auto_frames_per_batch_on_cpu_is_the_default(no_gpu) -> None:
     assert auto_frames_per_batch(INCEPTION_FRAME) == CPU_FRAMES_PER_BATCH == 32
-    assert auto_frames_per_batch(INCEPTION_FRAME, "mixed") == 32
 
 
 def test_auto_frames_per_batch_fits_gpu_memory_in_powers_of_two(no_gpu) -> None:
     gib = 1 << 30
     # 299 x 299 x 3 x 16 values x 4 bytes = 17.2 MB a frame; half of 2 GiB holds 62 of them.
-    assert auto_frames_per_batch(INCEPTION_FRAME, "float32", gpu_free_bytes=2 * gib) == 32
-    assert auto_frames_per_batch(INCEPTION_FRAME, "mixed", gpu_free_bytes=2 * gib) == 64
+    assert auto_frames_per_batch(INCEPTION_FRAME, gpu_free_bytes=2 * gib) == 32
+    assert auto_frames_per_batch(INCEPTION_FRAME, gpu_free_bytes=4 * gib) == 64
+    assert auto_frames_per_batch((64, 64, 3), gpu_free_bytes=2 * gib) == 256  # capped
     assert auto_frames_per_batch(INCEPTION_FRAME, gpu_free_bytes=80 * gib) == (
         MAX_AUTO_FRAMES_PER_BATCH
     )
