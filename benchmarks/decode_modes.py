@@ -1,7 +1,7 @@
 """Decode-only throughput of --decode exact vs fast on uploads-like clips, in one run.
 
     python benchmarks/decode_modes.py [--cache_dir /tmp/framevlad-bench/decode_modes]
-        [--rounds 3] [--fps 1]
+        [--rounds 3] [--fps 1] [--decode_device cpu]
 
 Corpus (encoded once, cached): H.264 720p30 as phones and editors upload it (libx264 preset
 medium, crf 23, bframes=3, keyframe every 2-5 s) on three clips with motion: a slow camera
@@ -159,31 +159,43 @@ class Timing:
     cpu_s: float  # every thread of this process: FFmpeg's frame threads too
 
 
-def sampled(path: str, mode: str, fps: float) -> tuple[np.ndarray, DecodeReport, Timing]:
-    """Every sample of `path` decoded in `mode` -> ([n, 299, 299, 3] uint8, report, timing)."""
+def sampled(
+    path: str, mode: str, fps: float, device: str = "cpu"
+) -> tuple[np.ndarray, DecodeReport, Timing]:
+    """Every sample of `path` decoded in `mode` on `device` -> ([n, 299, 299, 3] uint8,
+    report, timing)."""
     report = DecodeReport()
     wall, cpu = time.perf_counter(), time.process_time()
     chunks = [
         chunk.frames
         for chunk in iter_frame_chunks(
-            path, fps=fps, max_frames=0, frame_size=FRAME_SIZE, report=report, decode=mode
+            path,
+            fps=fps,
+            max_frames=0,
+            frame_size=FRAME_SIZE,
+            report=report,
+            decode=mode,
+            decode_device=device,
         )
     ]
     timing = Timing(time.perf_counter() - wall, time.process_time() - cpu)
     return np.concatenate(chunks), report, timing
 
 
-def sample_count(path: str, mode: str, fps: float) -> int:
+def sample_count(path: str, mode: str, fps: float, device: str) -> int:
     """One task of the saturated measurement (a worker process): decode, count samples."""
-    return sampled(path, mode, fps)[1].frames
+    return sampled(path, mode, fps, device)[1].frames
 
 
-def saturated_rate(pool: ProcessPoolExecutor, paths: list[str], mode: str, fps: float) -> float:
+def saturated_rate(
+    pool: ProcessPoolExecutor, paths: list[str], mode: str, fps: float, device: str
+) -> float:
     """Sampled frames per second with every core decoding a video of its own, as a worker
     whose decoders run side by side (one per core) sees it."""
     tasks = [path for path in paths for _ in range(os.cpu_count() or 1)]
     start = time.perf_counter()
-    samples = sum(pool.map(sample_count, tasks, [mode] * len(tasks), [fps] * len(tasks)))
+    count = len(tasks)
+    samples = sum(pool.map(sample_count, tasks, [mode] * count, [fps] * count, [device] * count))
     return samples / (time.perf_counter() - start)
 
 
@@ -197,11 +209,12 @@ def compare_modes(paths: list[str], clips: tuple[Clip, ...], args: argparse.Name
     for _ in range(args.rounds):
         for path in paths:
             for mode in modes:
-                _, report, timing = sampled(path, mode, args.fps)
+                _, report, timing = sampled(path, mode, args.fps, args.decode_device)
                 wall[path, mode] = min(wall[path, mode], timing.wall_s)
                 cpu[path, mode] = min(cpu[path, mode], timing.cpu_s)
                 reports[path, mode] = report
-    print(f"\nmodes: iter_frame_chunks at {args.fps:g} fps, best of {args.rounds} rounds; "
+    print(f"\nmodes: iter_frame_chunks on the {args.decode_device} at {args.fps:g} fps, best of "
+          f"{args.rounds} rounds; "
           "rates in sampled frames per second (wall) and per CPU second")  # fmt: skip
     print(f"{'clip':34} {'samples':>7} {'decoded ex/fast':>15} {'exact/s':>8} {'fast/s':>7} "
           f"{'ratio':>5} {'cpu ratio':>9} {'max err':>8}")  # fmt: skip
@@ -224,7 +237,8 @@ def compare_modes(paths: list[str], clips: tuple[Clip, ...], args: argparse.Name
         best = dict.fromkeys(modes, 0.0)
         for _ in range(args.rounds):
             for mode in modes:
-                best[mode] = max(best[mode], saturated_rate(pool, h264, mode, args.fps))
+                rate = saturated_rate(pool, h264, mode, args.fps, args.decode_device)
+                best[mode] = max(best[mode], rate)
     saturated = best["fast"] / best["exact"]
     print(f"H.264 clips together, fast / exact: {one_at_a_time:.2f} x one video at a time, "
           f"{per_cpu:.2f} x per CPU second, {saturated:.2f} x with every core decoding "
@@ -321,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache_dir", default="/tmp/framevlad-bench/decode_modes")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fps", type=float, default=1.0, help="samples per second")
+    parser.add_argument(
+        "--decode_device", choices=("cpu", "gpu"), default="cpu", help="decoder of the modes"
+    )
     args = parser.parse_args(argv)
     paths = ensure((*CORPUS, STILL), args.cache_dir)
     print(f"PyAV {av.__version__}, {os.cpu_count()} cores, load average {load_average()}")
