@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from features.backbones import BackboneError
+from features.formats import FLOAT32, MIXED
 from features.precision import resolve_jit_compile, with_precision
 
 
@@ -27,7 +28,7 @@ class FrameEmbedder:
         self,
         model: keras.Model,
         batch_size: int = 32,
-        precision: str = "float32",
+        precision: str = FLOAT32,
         jit_compile: bool | None = None,
     ) -> None:
         if batch_size < 1:
@@ -80,7 +81,7 @@ class FrameEmbedder:
                 padding = np.zeros((self.batch_size - rows, *self.input_shape), self.input_dtype)
                 chunk = np.concatenate([chunk, padding])
             features[start : start + rows] = self._embed_batch(chunk).numpy()[:rows]
-        if self.precision == "mixed" and not np.isfinite(features).all():
+        if self.precision == MIXED and not np.isfinite(features).all():
             raise BackboneError(
                 f"--precision mixed: {int((~np.isfinite(features)).any(axis=1).sum())} of {n} "
                 "samples' features overflowed float16; use --precision float32"

@@ -8,6 +8,10 @@ DEFAULT_BACKBONE = "inception_v3"
 # Frame sampling, as YouTube-8M: one frame per second, at most 300 frames per video.
 DEFAULT_FPS = 1.0
 DEFAULT_MAX_FRAMES = 300
+# How a stream's CNN computes (features.precision): the manifest records it.
+FLOAT32 = "float32"
+MIXED = "mixed"
+PRECISIONS = (FLOAT32, MIXED)
 
 # PCA: YouTube-8M keeps 1024 whitened dimensions of Inception's 2048.
 MAX_PCA_DIMS = 1024

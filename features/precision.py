@@ -35,9 +35,9 @@ import keras
 import tensorflow as tf
 
 from features.backbones import BackboneError
+from features.formats import FLOAT32, MIXED, PRECISIONS
 from features.inflate import InflatedConv
 
-PRECISIONS = ("float32", "mixed")
 MIXED_COMPUTE_DTYPE = "float16"
 # Tensor cores (float16 at many times the float32 rate) start at Volta; older GPUs run float16
 # no faster, some (P4, compute capability 6.1) far slower.
@@ -67,7 +67,7 @@ def check_precision(precision: str) -> None:
     tensor cores (compute capability < 7.0); a CPU runs mixed (see the module doc)."""
     if precision not in PRECISIONS:
         raise BackboneError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision != "mixed":
+    if precision != MIXED:
         return
     for gpu in gpus():
         details = tf.config.experimental.get_device_details(gpu)
@@ -84,7 +84,7 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     """`model` itself for "float32"; for "mixed" a copy whose channel-mixing kernel layers
     compute in float16 (see the module doc), with the same float32 weights and input."""
     check_precision(precision)
-    if precision == "float32":
+    if precision == FLOAT32:
         return model
     policy = keras.dtype_policies.serialize(keras.DTypePolicy(f"mixed_{MIXED_COMPUTE_DTYPE}"))
 

@@ -19,6 +19,7 @@ from features.formats import (
     C3D_KEY,
     CLIP_FRAMES,
     DEFAULT_PCA_SAMPLE_FRAMES,
+    FLOAT32,
     FLOW_KEY,
     FLOW_PAIRS,
     I3D_KEY,
@@ -39,7 +40,8 @@ class FeatureSpec:
     """How one feature list is computed: decode at `fps`, embed, whiten and quantize.
 
     The streams of a video share one decode pass, the first (rgb) spec's: its fps, decode
-    and decode_device hold for all of them."""
+    and decode_device hold for all of them. `precision` and `jit_compile` say how the
+    network computes on the machine at hand (features.precision), not what it computes."""
 
     name: str  # the feature list's key: "rgb" | "audio"
     backbone: str  # a features.backbones name, or "vggish" for audio
@@ -52,6 +54,8 @@ class FeatureSpec:
     pca_sample_frames: int = DEFAULT_PCA_SAMPLE_FRAMES
     decode: str = DECODE_EXACT  # exact | fast: which frames the samples are chosen from
     decode_device: str = DEVICE_AUTO  # auto | cpu | gpu: where they are decoded
+    precision: str = FLOAT32  # float32 | mixed (float16 convolutions and dense layers)
+    jit_compile: bool | None = None  # XLA; None: where a GPU is present
 
     @property
     def record_key(self) -> str:

@@ -1,7 +1,9 @@
-"""Beam's own pipeline-option names, so the Beam jobs pass them through and refuse the rest."""
+"""Beam's own pipeline options: their names, so the Beam jobs pass them through and refuse
+the rest, and the values a command line gives them."""
 
 import argparse
 import functools
+from collections.abc import Sequence
 
 
 @functools.cache
@@ -20,3 +22,15 @@ def beam_option_names() -> frozenset[str]:
         # The documented hook through which option classes declare their flags.
         options_class._add_argparse_args(parser)  # noqa: SLF001
     return frozenset(option for option in parser._option_string_actions if option.startswith("--"))
+
+
+def passed_option(beam_args: Sequence[str], flag: str) -> str | None:
+    """The value Beam's `flag` (e.g. "--runner") has in `beam_args`, None when not passed."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(flag)
+    return getattr(parser.parse_known_args(list(beam_args))[0], flag[2:])
+
+
+def runs_on_dataflow(beam_args: Sequence[str]) -> bool:
+    """The job runs on Dataflow's workers, not on this machine."""
+    return "dataflow" in (passed_option(beam_args, "--runner") or "").lower()

@@ -4,7 +4,6 @@ Light on purpose: no TensorFlow, Keras or Beam import, so the entry point can bu
 check a config before anything heavy loads.
 """
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from features.cli import UsageError
 from features.decoding import DECODE_FAST, DEVICE_GPU, gpu_decode_problem
 from features.formats import C3D_KEY, FLOW_KEY, I3D_KEY, RGB_KEY
 from features.streams import FeatureSpec
+from pipelines.beam_options import runs_on_dataflow
 
 # Streams cut from consecutive source frames: fast decoding would leave holes in them.
 EVERY_FRAME_STREAMS = (FLOW_KEY, I3D_KEY, C3D_KEY)
@@ -105,9 +105,7 @@ def check_decode_device(decode_device: str, beam_args: Sequence[str]) -> None:
     line before any work. A job on Dataflow is checked by its workers, which have the GPU."""
     if decode_device != DEVICE_GPU:
         return
-    runner = argparse.ArgumentParser(add_help=False)
-    runner.add_argument("--runner", default="")
-    if "dataflow" in runner.parse_known_args(list(beam_args))[0].runner.lower():
+    if runs_on_dataflow(beam_args):
         return
     problem = gpu_decode_problem()
     if problem:

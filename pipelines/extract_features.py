@@ -43,6 +43,12 @@ from features.formats import (
 )
 from features.streams import FeatureSpec, audio_spec
 from pipelines import extract_flags
+from pipelines.compute_flags import (
+    check_precision_here,
+    resolve_frames_per_batch,
+    with_compute,
+    with_decode_workers,
+)
 from pipelines.config import ExtractConfig, FaultPlan, check_decode_device
 from pipelines.inputs import resolve_input
 
@@ -89,6 +95,7 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
 
     resolved = resolve_input(args.input, args.id_root)
     check_decode_device(args.decode_device, beam_args)
+    check_precision_here(args.precision, beam_args)
     specs = stream_specs(args)
     config = ExtractConfig(
         input=resolved.given,
@@ -99,7 +106,7 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
         run_id=new_run_id(),
         specs=specs,
         max_frames=args.max_frames,
-        frames_per_batch=args.frames_per_batch,
+        frames_per_batch=resolve_frames_per_batch(args.frames_per_batch, specs[0], beam_args),
         labels_csv=check_file_flag("--labels", args.labels),
         labels_from_folders=args.labels_from_folders,
         vocabulary=check_file_flag("--vocabulary", args.vocabulary),
@@ -107,7 +114,7 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
         skip_existing=args.skip_existing,
         lease_timeout_s=args.lease_timeout,
         break_lease=args.break_lease,
-        beam_args=tuple(beam_args),
+        beam_args=with_decode_workers(args.decode_workers, beam_args),
     )
     feature_dims = {name: s.feature_dims for name, s in backbones.BACKBONES.items()}
     config.validate({**feature_dims, VGGISH_BACKBONE: AUDIO_DIMS, C3D_BACKBONE: C3D_FEATURE_DIMS})
@@ -116,9 +123,11 @@ def config_from_args(args: argparse.Namespace, beam_args: list[str]) -> ExtractC
 
 def stream_specs(args: argparse.Namespace) -> tuple[FeatureSpec, ...]:
     """One FeatureSpec per --streams name, rgb first (reads the backbone registry), each
-    decoded as --decode and --decode_device say."""
+    decoded as --decode and --decode_device say, and computed at --precision."""
     return tuple(
-        dataclasses.replace(spec, decode=args.decode, decode_device=args.decode_device)
+        with_compute(
+            dataclasses.replace(spec, decode=args.decode, decode_device=args.decode_device), args
+        )
         for spec in _network_specs(args)
     )
 
@@ -225,7 +234,7 @@ def print_summary(output: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = build_parser().parse(argv)
-    quiet(args.verbose)
+    quiet(args.verbose, PROG)
     state: dict[str, ExtractConfig] = {}
 
     def body() -> int:

@@ -26,6 +26,7 @@ from features.formats import (
     STREAM_NAMES,
 )
 from pipelines.beam_options import beam_option_names
+from pipelines.compute_flags import add_compute_flags
 
 PROG = "extract_features"
 
@@ -42,6 +43,7 @@ def build_parser(description: str) -> Parser:
     parser.add_argument("--output", required=True, help="output folder or gs:// prefix")
     add_stream_flags(parser)
     add_decode_flags(parser)
+    add_compute_flags(parser)
     add_audio_flags(parser)
     add_motion_flags(parser)
     add_output_flags(parser)
@@ -143,10 +145,6 @@ def add_stream_flags(parser: Parser) -> None:
         help="imagenet (from the Keras cache), random (seeded He init) or a weights file",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
-    parser.add_argument(
-        "--frames_per_batch", type=int_at_least(1), default=32, help="frames per CNN batch"
-    )
-    parser.add_alias("--batch_size", "--frames_per_batch")
     parser.add_argument(
         "--pca",
         default="auto",

@@ -87,6 +87,7 @@ def build_manifest(
         decode_mode=config.rgb.decode,
         max_sample_error_s=counts.get("max_sample_error_s", 0.0),
         decode_device=config.rgb.decode_device,
+        precision=config.rgb.precision,
     )
     fill_counts(manifest.counts, counts)
     for field, paths in written.items():

@@ -65,8 +65,8 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
 
     Chunks from several videos are concatenated and run in fixed-size batches, so the compiled
     graph is traced once and a video's short last chunk does not waste a whole batch.
-    `precision` ("float32" | "mixed") and `jit_compile` (None: XLA where a GPU is present) are
-    FrameEmbedder's; a precision the machine refuses fails at load, once per worker.
+    The spec's `precision` and `jit_compile` go to FrameEmbedder; a precision the machine
+    refuses fails at load, once per worker.
     """
 
     def __init__(
@@ -75,15 +75,11 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         frames_per_batch: int = 32,
         faults: FaultPlan | None = None,
         max_chunks_per_batch: int = 2,
-        precision: str = "float32",
-        jit_compile: bool | None = None,
     ) -> None:
         self._spec = spec
         self._frames_per_batch = frames_per_batch
         self._faults = faults or FaultPlan()
         self._max_chunks_per_batch = max_chunks_per_batch
-        self._precision = precision
-        self._jit_compile = jit_compile
 
     def load_model(self) -> LoadedBackbone:
         allow_gpu_memory_growth()
@@ -91,7 +87,8 @@ class BackboneModelHandler(ModelHandler[KeyedChunk, KeyedFeatures, LoadedBackbon
         spec = self._spec
         model = build_stream_model(spec.name, spec.backbone, weights, spec.seed)
         batch_size = spec.samples_per_batch(self._frames_per_batch)
-        return LoadedBackbone(FrameEmbedder(model, batch_size, self._precision, self._jit_compile))
+        embedder = FrameEmbedder(model, batch_size, spec.precision, spec.jit_compile)
+        return LoadedBackbone(embedder)
 
     def run_inference(
         self,
@@ -153,18 +150,16 @@ class AudioModelHandler(BackboneModelHandler):
         weights = storage.stage_file(self._spec.weights)
         model = build_vggish(weights, seed=self._spec.seed)
         return LoadedBackbone(
-            AudioEmbedder(model, self._frames_per_batch, self._precision, self._jit_compile)
+            AudioEmbedder(
+                model, self._frames_per_batch, self._spec.precision, self._spec.jit_compile
+            )
         )
 
 
 def handler_for(
-    spec: FeatureSpec,
-    frames_per_batch: int = 32,
-    faults: FaultPlan | None = None,
-    precision: str = "float32",
-    jit_compile: bool | None = None,
+    spec: FeatureSpec, frames_per_batch: int = 32, faults: FaultPlan | None = None
 ) -> BackboneModelHandler:
     """The RunInference handler that embeds `spec`'s chunks: VGGish for "vggish", else the
-    stream's CNN, at `precision` and with `jit_compile` (see BackboneModelHandler)."""
+    stream's CNN, at the spec's precision and XLA setting."""
     handler = AudioModelHandler if spec.backbone == VGGISH_BACKBONE else BackboneModelHandler
-    return handler(spec, frames_per_batch, faults, precision=precision, jit_compile=jit_compile)
+    return handler(spec, frames_per_batch, faults)

@@ -57,15 +57,18 @@ def committed_vocabulary(output: str, runs: list[framevlad_pb2.Manifest]) -> Voc
 
 def aggregate(runs: list[framevlad_pb2.Manifest]) -> framevlad_pb2.Manifest:
     """The library as the committed runs left it: ok videos and frames summed over runs,
-    failures as of the latest run (a video that failed before may have been retried)."""
+    failures as of the latest run (a video that failed before may have been retried), the
+    largest sample-time error of any run; settings (decode, precision) are the latest's."""
     latest = runs[-1]
     combined = framevlad_pb2.Manifest()
     combined.CopyFrom(latest)
     for field in ("frame_records", "video_records", "ok_ids_files"):
         combined.ClearField(field)
     combined.counts.ClearField("skipped")
-    for field in ("ok", "frames", "truncated", "unlabeled", "no_audio", "audio_truncated"):
+    summed = ("ok", "frames", "truncated", "unlabeled", "no_audio", "audio_truncated")
+    for field in (*summed, "hw_decoded", "hw_decode_fallbacks"):
         setattr(combined.counts, field, sum(getattr(run.counts, field) for run in runs))
+    combined.max_sample_error_s = max(run.max_sample_error_s for run in runs)
     combined.counts.seen = combined.counts.ok + combined.counts.failed
     for run in runs:
         combined.frame_records.extend(run.frame_records)

@@ -21,6 +21,15 @@ from dataclasses import dataclass
 from features import cli, lease, storage
 from features.cli import UsageError
 from features.decoding import DECODE_DEVICES, DEVICE_AUTO
+from features.formats import FLOAT32, PRECISIONS
+from pipelines.compute_flags import (
+    DEFAULT_FRAMES_PER_BATCH,
+    JIT_SETTINGS,
+    add_compute_flags,
+    check_precision_here,
+    resolve_frames_per_batch,
+    with_decode_workers,
+)
 from pipelines.config import FaultPlan, check_decode_device
 from pooling_models.config import normalized_weights, split_weights
 
@@ -43,8 +52,10 @@ class TagConfig:
     min_score: float = 0.0
     segment_seconds: float = 5.0
     smooth: int = 3
-    frames_per_batch: int = 32
+    frames_per_batch: int = DEFAULT_FRAMES_PER_BATCH  # 0: auto, sized for this machine's GPU
     decode_device: str = DEVICE_AUTO  # where raw videos decode; the mode is the manifest's
+    precision: str = FLOAT32  # the CNNs' on raw videos
+    jit_compile: bool | None = None  # XLA for the CNNs; None: where a GPU is present
     overwrite: bool = False
     lease_timeout_s: float = lease.DEFAULT_LEASE_TIMEOUT_S
     break_lease: bool = False
@@ -59,7 +70,8 @@ class TagConfig:
             ("--min_score", self.min_score, 0 <= self.min_score <= 1, "a probability in [0, 1]"),
             ("--segment_seconds", self.segment_seconds, 0 < self.segment_seconds < finite, "> 0"),
             ("--smooth", self.smooth, self.smooth >= 1, "an integer >= 1"),
-            ("--frames_per_batch", self.frames_per_batch, self.frames_per_batch >= 1, ">= 1"),
+            ("--frames_per_batch", self.frames_per_batch, self.frames_per_batch >= 0, ">= 1"),
+            ("--precision", self.precision, self.precision in PRECISIONS, "|".join(PRECISIONS)),
             (
                 "--decode_device",
                 self.decode_device,
@@ -131,10 +143,7 @@ def build_parser() -> cli.Parser:
     parser.add_argument(
         "--smooth", type=cli.int_at_least(1), default=3, help="segments in the rolling mean"
     )
-    parser.add_argument(
-        "--frames_per_batch", type=cli.int_at_least(1), default=32, help="frames per CNN batch"
-    )
-    parser.add_alias("--batch_size", "--frames_per_batch")
+    add_compute_flags(parser)
     # Raw videos decode as the model's manifest records (--decode); only the device is ours.
     add_decode_flags(parser, modes=False)
     parser.add_argument(
@@ -167,10 +176,12 @@ def config_from_flags(args, beam_args: list[str]) -> TagConfig:  # args: argpars
         smooth=args.smooth,
         frames_per_batch=args.frames_per_batch,
         decode_device=args.decode_device,
+        precision=args.precision,
+        jit_compile=JIT_SETTINGS[args.jit_compile],
         overwrite=args.overwrite,
         lease_timeout_s=args.lease_timeout,
         break_lease=args.break_lease,
-        beam_args=tuple(beam_args),
+        beam_args=with_decode_workers(args.decode_workers, beam_args),
     ).validate()
 
 
@@ -193,8 +204,21 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
     if tagging_inputs.kind == "videos":
         tagging_plan.check_video_ensemble(models)
         check_decode_device(config.decode_device, config.beam_args)
-        device = config.decode_device
-        specs = tuple(dataclasses.replace(spec, decode_device=device) for spec in specs)
+        check_precision_here(config.precision, config.beam_args)
+        specs = tuple(
+            dataclasses.replace(
+                spec,
+                decode_device=config.decode_device,
+                precision=config.precision,
+                jit_compile=config.jit_compile,
+            )
+            for spec in specs
+        )
+    frames_per_batch = config.frames_per_batch or DEFAULT_FRAMES_PER_BATCH  # records: no CNN
+    if specs:
+        frames_per_batch = resolve_frames_per_batch(
+            config.frames_per_batch, specs[0], config.beam_args
+        )
     fps = tagging_plan.features_fps(models, tagging_inputs, config.input)
     run_id = new_run_id()
     with lease.acquire(config.output, PROG, config.lease_timeout_s, config.break_lease, run_id):
@@ -209,10 +233,11 @@ def run(config: TagConfig, pipeline=None, faults: FaultPlan | None = None) -> di
         summary["smooth"] = config.smooth
         if specs:  # raw videos: decoded as the model's features were
             summary.update(decode=specs[0].decode, decode_device=config.decode_device)
+            summary["precision"] = config.precision
         tagging_steps.run_job(
             pipeline or _pipeline(config.beam_args),
             tagging_steps.TaggingJob(settings, tagging_inputs, specs, summary),
-            config.frames_per_batch,
+            frames_per_batch,
             faults,
         )
         if faults is not None and faults.fail_before_commit:

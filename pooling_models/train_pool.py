@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, _ = build_parser().parse(argv)
     except SystemExit as stop:  # --help, or the one-line flag error already printed
         return int(stop.code or 0)
-    cli.quiet(args.verbose)
+    cli.quiet(args.verbose, PROG)
 
     def body() -> int:
         config = config_from_args(vars(args))

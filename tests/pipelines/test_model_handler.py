@@ -1,4 +1,6 @@
-"""The RunInference handlers build their embedder at the precision and XLA setting given."""
+"""The RunInference handlers build their embedder at the spec's precision and XLA setting."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ def test_defaults_keep_float32_without_xla_on_cpu():
 
 
 def test_precision_and_jit_reach_the_embedder():
-    handler = handler_for(TINY, 4, precision="mixed", jit_compile=True)
+    handler = handler_for(dataclasses.replace(TINY, precision="mixed", jit_compile=True), 4)
     embedder = handler.load_model().embedder
     assert (embedder.precision, embedder.jit_compile) == ("mixed", True)
     frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
@@ -27,7 +29,7 @@ def test_precision_and_jit_reach_the_embedder():
 
 @pytest.mark.slow
 def test_audio_handler_passes_precision_to_vggish():
-    handler = handler_for(AUDIO, 4, precision="mixed", jit_compile=False)
+    handler = handler_for(dataclasses.replace(AUDIO, precision="mixed", jit_compile=False), 4)
     assert type(handler) is AudioModelHandler
     embedder = handler.load_model().embedder
     assert isinstance(embedder, AudioEmbedder) and embedder.precision == "mixed"

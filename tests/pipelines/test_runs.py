@@ -228,3 +228,20 @@ def test_the_job_gives_the_lease_back_at_its_commit(library, tmp_path):
     result = extract_features.run(tiny_config(library, output, *SHARED_PCA), wait=False)
     result.wait_until_finish()
     assert (output / "manifest.json").exists() and not (output / lease.LEASE_FILE).exists()
+
+
+def test_aggregate_sums_counts_and_keeps_the_largest_sample_error():
+    from framevlad_proto import framevlad_pb2
+    from pipelines.runs import aggregate
+
+    first = framevlad_pb2.Manifest(run_id="a", max_sample_error_s=0.05, precision="float32")
+    first.counts.ok, first.counts.frames, first.counts.hw_decoded = 2, 20, 2
+    first.counts.hw_decode_fallbacks = 1
+    second = framevlad_pb2.Manifest(run_id="b", max_sample_error_s=0.01, precision="mixed")
+    second.counts.ok, second.counts.frames, second.counts.failed = 1, 7, 1
+    second.counts.hw_decoded = 1
+    combined = aggregate([first, second])
+    assert (combined.counts.ok, combined.counts.frames, combined.counts.seen) == (3, 27, 4)
+    assert (combined.counts.hw_decoded, combined.counts.hw_decode_fallbacks) == (3, 1)
+    assert combined.max_sample_error_s == 0.05
+    assert combined.precision == "mixed" and list(combined.runs) == ["a", "b"]
