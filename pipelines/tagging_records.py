@@ -2,39 +2,22 @@
 for frame-level content up front, and read with the byte offset of any damage.
 
 A TFRecord is `uint64 length, uint32 masked crc32c(length), data, uint32 masked crc32c(data)`
-(little endian), so the first 12 bytes of a file say whether it is one, whatever its name.
-Reading the framing here (not through TensorFlow) lets a truncated or corrupt file be named
-with the offset of the record that breaks, as one line instead of a runner's traceback.
+(little endian; features.tfrecord_framing reads it), so the first 12 bytes of a file say
+whether it is one, whatever its name. Reading the framing in Python (not through TensorFlow)
+lets a truncated or corrupt file be named with the offset of the record that breaks, as one
+line instead of a runner's traceback.
 """
 
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
-import google_crc32c
-
-from features import storage
+from features import storage, tfrecord_framing
 from features.cli import UsageError
 from features.formats import MEAN_RGB_KEY
+from features.tfrecord_framing import FOOTER_BYTES, HEADER_BYTES, has_tfrecord_header
 
-HEADER_BYTES = 12  # length + its checksum
-FOOTER_BYTES = 4  # the data's checksum
-_MASK_DELTA = 0xA282EAD8
 FRAME_LEVEL_HINT = "tag_videos needs frame-level records (<features>/frame/*.tfrecord)"
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's checksum: crc32c rotated right by 15 bits plus a constant (mod 2**32)."""
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def has_tfrecord_header(head: bytes) -> bool:
-    """Whether a file's first bytes open a TFRecord: the length's checksum matches."""
-    if len(head) < HEADER_BYTES:
-        return False
-    length_bytes, (checksum,) = head[:8], struct.unpack("<I", head[8:HEADER_BYTES])
-    return masked_crc32c(length_bytes) == checksum
 
 
 def file_kind(path: str) -> str:
@@ -49,24 +32,10 @@ def file_kind(path: str) -> str:
 def iter_records(source: BinaryIO, path: str) -> Iterator[tuple[int, bytes]]:
     """(byte offset, data) of each record; a damaged record raises a UsageError naming the
     file and the offset where that record starts (records before it are yielded first)."""
-    offset = 0
-    while True:
-        header = source.read(HEADER_BYTES)
-        if not header:
-            return
-        if len(header) < HEADER_BYTES:
-            raise _damaged("truncated TFRecord", path, offset)
-        if not has_tfrecord_header(header):
-            raise _damaged("corrupt TFRecord (bad length checksum)", path, offset)
-        (length,) = struct.unpack("<Q", header[:8])
-        data = source.read(length)
-        footer = source.read(FOOTER_BYTES)
-        if len(data) < length or len(footer) < FOOTER_BYTES:
-            raise _damaged("truncated TFRecord", path, offset)
-        if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-            raise _damaged("corrupt TFRecord (bad data checksum)", path, offset)
-        yield offset, data
-        offset += HEADER_BYTES + length + FOOTER_BYTES
+    try:
+        yield from tfrecord_framing.iter_records(source)
+    except tfrecord_framing.DamagedRecordError as error:
+        raise _damaged(error.what, path, error.offset) from None
 
 
 def count_records(path: str) -> int:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from features import tfrecord_framing
 from features.cli import UsageError
 from pipelines import tagging_outputs, tagging_records
 
@@ -26,7 +27,7 @@ def tfrecord_bytes(tmp_path, payloads: list[bytes]) -> bytes:
 def test_framing_reads_what_tensorflow_writes(tmp_path):
     payloads = [b"", b"x", bytes(range(256)) * 40]
     data = tfrecord_bytes(tmp_path, payloads)
-    assert tagging_records.has_tfrecord_header(data[:12])
+    assert tfrecord_framing.has_tfrecord_header(data[:12])
     read = list(tagging_records.iter_records(io.BytesIO(data), "f.tfrecord"))
     assert [payload for _, payload in read] == payloads
     assert [offset for offset, _ in read] == [0, 16, 33]
@@ -37,7 +38,7 @@ def test_framing_reads_what_tensorflow_writes(tmp_path):
 
 @pytest.mark.parametrize("head", [b"", b"\x00" * 12, b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00"])
 def test_other_bytes_are_not_a_tfrecord(head):
-    assert not tagging_records.has_tfrecord_header(head)
+    assert not tfrecord_framing.has_tfrecord_header(head)
 
 
 @pytest.mark.parametrize("cut", [5, 16 + 12 + 3, -1])
