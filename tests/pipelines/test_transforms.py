@@ -108,8 +108,7 @@ def test_the_handler_fails_only_the_faulty_chunk_of_a_batch():
 
 def test_backbone_loads_once_per_process_across_worker_threads(extracted, tmp_path):
     pca = str(extracted.output / "pca.npz")
-    threads = ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
-    result = run_tiny(extracted.library, tmp_path / "out", "--pca", pca, *threads)
+    result = run_tiny(extracted.library, tmp_path / "out", "--pca", pca, "--decode_workers", "2")
     counters = result.metrics().query(MetricsFilter().with_name(MODEL_LOADS))["counters"]
     streams = json.loads((tmp_path / "out/manifest.json").read_text())["streams"]
     assert sum(counter.committed for counter in counters) == len(streams)  # one CNN each
