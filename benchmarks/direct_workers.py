@@ -1,17 +1,20 @@
-"""DirectRunner with 2 worker processes against 1, on CPU, with and without a TF thread limit.
+"""Decode workers on the local runner: --decode_workers 1 against the default (one thread per
+core, one model per process), and against worker processes, on CPU, in one run.
 
     python benchmarks/direct_workers.py [--backbone inception_v3] [--clips 6] [--seconds 30]
-        [--height 720] [--width 1280] [--cache_dir /tmp/framevlad-bench]
+        [--height 720] [--width 1280] [--rounds 1] [--cache_dir /tmp/framevlad-bench]
 
 The same extract_features job (--weights random, --pca a pca.npz fitted beforehand so no fit
-pass runs, --max_frames 0) runs three times on one local corpus, each in a fresh process:
-  1 worker         the default: in-memory DirectRunner, TensorFlow's pools sized to all cores
-  2 workers, TF 1  --direct_num_workers 2 --direct_running_mode multi_processing, with
-                   TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1: one TF thread per worker
-  2 workers        the same two processes, each with TensorFlow's default pools
-Wall time is the launcher's; CPU time is the launcher's and its reaped children's (the SDK
-worker processes), from getrusage(RUSAGE_CHILDREN). A probe first checks that TensorFlow
-honours the two variables: it counts the threads that do the work of a convolution loop.
+pass runs, --max_frames 0) runs once per mode and round (modes interleaved within a round) on
+one local corpus, each in a fresh process:
+  1 decode worker       --decode_workers 1: the in-memory DirectRunner, one video at a time
+  auto                  the default: --decode_workers = cores, DirectRunner multi_threading
+                        with that many threads sharing one model
+  2 processes, TF 1     --direct_num_workers 2 --direct_running_mode multi_processing, with
+                        TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1: a model per process
+Wall time is the launcher's; CPU time and peak RSS are its reaped children's (the job and any
+SDK worker processes), from wait4's rusage. A probe first checks that TensorFlow honours the
+two variables: it counts the threads that do the work of a convolution loop.
 """
 
 from __future__ import annotations
@@ -26,19 +29,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from corpus import DEFAULT_CACHE_DIR, ClipSpec, ensure_clips
-from extract_throughput import Timing, load_average, run_job
+from extract_throughput import Timing, load_average
 from gcs_bytes_read import prefit_pca
 
 from features.backbones import BACKBONES
+from features.formats import MANIFEST_FILE
+from features.manifest import read_manifest
 
 FPS = 30
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 TWO_PROCESSES = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
 MODES = (
-    ("1 worker (default)", [], {}),
-    ("2 workers, TF 1 thread each", TWO_PROCESSES, ONE_THREAD),
-    ("2 workers, TF default threads", TWO_PROCESSES, {}),
+    ("--decode_workers 1", ["--decode_workers", "1"], {}),
+    ("--decode_workers auto (default)", [], {}),
+    ("2 processes, TF 1 thread each", TWO_PROCESSES, ONE_THREAD),
 )
+NO_REGRESSION = 0.95  # auto's speed / 1 worker's, at least (one run's noise on 2 cores)
 _PROBE_FLAG = "--tf_thread_probe"
 _BUSY_SHARE = 0.05  # a thread counts as working when it did this share of the loop's CPU
 
@@ -96,6 +102,30 @@ def environment(extra_env: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def run_extract(
+    corpus_dir: str, output: str, args: argparse.Namespace, pca_path: str, job_args: list[str]
+) -> tuple[int, Timing, float]:
+    """One extract_features job in a fresh process -> (frames written, timing, peak RSS MB of
+    the job, from wait4: the largest of it and the worker processes it reaped)."""
+    command = [
+        sys.executable, "-m", "pipelines.extract_features", "--input", corpus_dir,
+        "--output", output, "--backbone", args.backbone, "--weights", "random",
+        "--pca", pca_path, "--max_frames", "0", "--streams", "rgb",
+        "--frames_per_batch", str(args.frames_per_batch), *job_args,
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.perf_counter()
+    job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = job.stderr.read() if job.stderr else b""
+    _, status, usage = os.wait4(job.pid, 0)
+    job.returncode = os.waitstatus_to_exitcode(status)
+    wall_s = time.perf_counter() - start
+    if job.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{errors.decode()[-4000:]}")
+    frames = read_manifest(os.path.join(output, MANIFEST_FILE)).counts.frames
+    return frames, Timing(wall_s, usage.ru_utime + usage.ru_stime), usage.ru_maxrss / 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="inception_v3", choices=sorted(BACKBONES))
@@ -104,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--frames_per_batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="each mode once per round")
     parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
 
@@ -120,33 +151,38 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--cache_dir {corpus_dir}: unexpected files {extra}; remove them")
     print(f"backbone {args.backbone} (random), batch {args.frames_per_batch}, {args.clips} x "
           f"{args.seconds:g} s {args.width}x{args.height} {FPS} fps H.264, "
-          f"{os.cpu_count()} cores")  # fmt: skip
+          f"{len(os.sched_getaffinity(0))} cores")  # fmt: skip
     print(f"TF probe, default:              {probe({})}")
     print(f"TF probe, {' '.join(f'{k}={v}' for k, v in ONE_THREAD.items())}: {probe(ONE_THREAD)}")
 
-    rows: list[tuple[str, int, Timing, str]] = []
+    runs: dict[str, list[tuple[int, Timing, float, str]]] = {name: [] for name, _, _ in MODES}
     with tempfile.TemporaryDirectory(prefix="framevlad-workers-") as work:
         pca_path = os.path.join(work, "pca.npz")
         # One clip is enough: the PCA's values do not change the job's speed.
         prefit_pca(paths[:1], args.backbone, args.frames_per_batch, pca_path)
-        for index, (name, job_args, extra_env) in enumerate(MODES):
-            load = load_average()
-            job = argparse.Namespace(**vars(args), job_args=job_args)
-            with environment(extra_env):
-                frames, timing = run_job(
-                    corpus_dir, os.path.join(work, f"out{index}"), job, pca_path
-                )
-            print(f"{name}: {frames} frames in {timing.wall_s:.1f} s, {timing.cpu_s:.1f} CPU s "
-                  f"(load average before: {load})")  # fmt: skip
-            rows.append((name, frames, timing, load))
+        for round_index in range(args.rounds):
+            for index, (name, job_args, extra_env) in enumerate(MODES):
+                load = load_average()
+                output = os.path.join(work, f"out{round_index}_{index}")
+                with environment(extra_env):
+                    frames, timing, rss_mb = run_extract(
+                        corpus_dir, output, args, pca_path, job_args
+                    )
+                print(f"{name}: {frames} frames in {timing.wall_s:.1f} s, {timing.cpu_s:.1f} "
+                      f"CPU s, peak RSS {rss_mb:.0f} MB (load before: {load})")  # fmt: skip
+                runs[name].append((frames, timing, rss_mb, load))
 
-    baseline = rows[0][2].wall_s
-    print(f"\nload average {load_average()}\n")
-    print("| mode | frames | wall s | CPU s | cores busy | speed-up vs 1 worker | load before |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for name, frames, timing, load in rows:
+    best = {name: min(rows, key=lambda row: row[1].wall_s) for name, rows in runs.items()}
+    baseline = best[MODES[0][0]][1].wall_s
+    print(f"\nload average {load_average()}; best of {args.rounds} round(s) per mode\n")
+    print("| mode | frames | wall s | CPU s | cores busy | peak RSS MB | speed vs 1 worker |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, (frames, timing, rss_mb, _) in best.items():
         print(f"| {name} | {frames} | {timing.wall_s:.1f} | {timing.cpu_s:.1f} | "
-              f"{timing.cores:.2f} | {baseline / timing.wall_s:.2f} | {load} |")  # fmt: skip
+              f"{timing.cores:.2f} | {rss_mb:.0f} | {baseline / timing.wall_s:.2f} |")  # fmt: skip
+    speed = baseline / best[MODES[1][0]][1].wall_s
+    verdict = "met" if speed >= NO_REGRESSION else "MISSED"
+    print(f"\nauto / 1 worker: {speed:.2f} (no regression: >= {NO_REGRESSION}): {verdict}")
     return 0
 
 
