@@ -62,7 +62,7 @@ def add_compute_flags(parser: Parser) -> None:
         choices=PRECISIONS,
         default=FLOAT32,
         help="mixed: convolutions and dense layers in float16 on tensor cores (GPUs of "
-        "compute capability >= 7.0); features equal float32's within quantization noise",
+        "compute capability >= 7.0); features near float32's (README: measured agreement)",
     )
     parser.add_argument(
         "--jit_compile",
