@@ -8,8 +8,8 @@ The same extract_features job (--weights random, --pca a pca.npz fitted beforeha
 pass runs, --max_frames 0) runs once per mode and round (modes interleaved within a round) on
 one local corpus, each in a fresh process:
   1 decode worker       --decode_workers 1: the in-memory DirectRunner, one video at a time
-  auto                  the default: --decode_workers = cores, DirectRunner multi_threading
-                        with that many threads sharing one model
+  auto                  the default: --decode_workers = cores, DirectRunner in-memory with
+                        that many workers on threads sharing one model
   2 processes, TF 1     --direct_num_workers 2 --direct_running_mode multi_processing, with
                         TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1: a model per process
 Wall time is the launcher's; CPU time and peak RSS are its reaped children's (the job and any

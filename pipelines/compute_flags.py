@@ -4,8 +4,11 @@ how many videos decode at once. Flags shared by extract_features and tag_videos.
 Decode workers are threads of the one process that holds each stream's model (Beam's
 RunInference shares it per process): N videos decode at once (PyAV and TensorFlow release
 the GIL) and feed the one model its fixed-shape batches. On the local runner that is
-DirectRunner's multi_threading mode with N workers; on Dataflow, N harness threads per
-worker process (infra/launch_dataflow.sh already runs one process per VM).
+DirectRunner's in-memory mode with N workers: it splits each stage's input into N parts run
+by N in-process workers on a thread pool. Not its multi_threading mode, which runs the same
+threads behind a gRPC channel that hands a step's exception back as text, so the job's
+one-line errors (disk full, a damaged record) would become tracebacks. On Dataflow, N harness
+threads per worker process (infra/launch_dataflow.sh already runs one process per VM).
 
 Light on purpose (no TensorFlow, Keras or Beam import at module level): `--help` answers
 at once.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 
@@ -28,6 +32,10 @@ DEFAULT_FRAMES_PER_BATCH = 32
 # --jit_compile's words -> FrameEmbedder's jit_compile (None: XLA where a GPU is present).
 JIT_SETTINGS = {AUTO: None, "on": True, "off": False}
 _LOCAL_WORKER_FLAGS = ("--direct_num_workers", "--direct_running_mode")
+# Beam warns that in-memory workers beyond one have no effect; its own code runs them in
+# parallel (ParallelBundleManager), which benchmarks/direct_workers.py measures.
+_BEAM_RUNNER_LOGGER = "apache_beam.runners.portability.fn_api_runner.fn_runner"
+_NO_EFFECT_WARNING = "If direct_num_workers is not equal to 1"
 _DATAFLOW_THREADS_FLAG = "--number_of_worker_harness_threads"
 
 
@@ -153,8 +161,13 @@ def with_decode_workers(decode_workers: int, beam_args: Sequence[str]) -> tuple[
     workers = decode_workers or local_cores()
     if own or workers == 1:
         return given
-    threads = ("--direct_num_workers", str(workers), "--direct_running_mode", "multi_threading")
+    logging.getLogger(_BEAM_RUNNER_LOGGER).addFilter(_drop_no_effect_warning)
+    threads = ("--direct_num_workers", str(workers), "--direct_running_mode", "in_memory")
     return (*given, *threads)
+
+
+def _drop_no_effect_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_NO_EFFECT_WARNING)
 
 
 def _conflict(beam_flag: str) -> UsageError:

@@ -26,7 +26,7 @@ class FaultPlan:
     makes it return NaN (the quantizer then refuses it): one video fails, not the job.
     """
 
-    fail_after_videos: int = -1  # the record encoder raises after this many videos
+    fail_after_videos: int = -1  # the record encoder raises after this many (per process)
     fail_before_commit: bool = False
     fail_embed_ids: frozenset[str] = frozenset()
     nan_embed_ids: frozenset[str] = frozenset()

@@ -1,7 +1,10 @@
 """The extraction job's own steps after DecodeAndEmbed: encode records, write shards and
 the dead letter through features.storage, count outcomes."""
 
+import collections
 import hashlib
+import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
@@ -21,6 +24,10 @@ COUNTS = "counts"
 MAXIMA = ("max_sample_error_s",)
 VIDEO_LEVEL = "video_level"
 OK_ID = "ok_id"
+# Videos encoded so far by each job's EncodeRecords in this process, for FaultPlan's
+# fail_after_videos: decode worker threads each hold their own DoFn instance.
+_encoded_by_job: collections.Counter[str] = collections.Counter()
+_encoded_lock = threading.Lock()
 SINGLE_SHARD = "00000-of-00001"
 
 
@@ -91,14 +98,15 @@ class EncodeRecords(beam.DoFn):
         self._keys = [(spec.name, spec.record_key, spec.mean_key) for spec in specs]
         self._audio = any(spec.name == AUDIO_KEY for spec in specs)
         self._fail_after = (faults or FaultPlan()).fail_after_videos
-
-    def setup(self) -> None:
-        self._encoded = 0
+        self._job = uuid.uuid4().hex  # shared by this step's instances on every thread
 
     def process(self, embedded: EmbeddedVideo) -> Iterator:
-        if self._encoded == self._fail_after:
-            raise InjectedFaultError(f"failing after {self._encoded} videos, as the FaultPlan asks")
-        self._encoded += 1
+        if self._fail_after >= 0:
+            with _encoded_lock:
+                encoded = _encoded_by_job[self._job]
+                _encoded_by_job[self._job] += 1
+            if encoded >= self._fail_after:
+                raise InjectedFaultError(f"failing after {encoded} videos, as the FaultPlan asks")
         video_id, labels = embedded.video.video_id, list(embedded.video.labels)
         frame_lists = {key: embedded.features[name] for name, key, _ in self._keys}
         means = {mean_key: embedded.means[name] for name, _, mean_key in self._keys}

@@ -25,7 +25,7 @@ from tests.extraction import exit_status, frame_records, one_line_error, tiny_ar
 
 RGB = FeatureSpec("rgb", "tiny", "random", 0, (64, 64), 1.0, "fit", 8)
 DATAFLOW = ("--runner", "DataflowRunner")
-THREADS = ("--direct_running_mode", "multi_threading")
+THREADS = ("--direct_running_mode", "in_memory")
 
 
 def test_counts_read_auto_as_zero_and_refuse_the_rest():
