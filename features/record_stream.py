@@ -74,8 +74,9 @@ def record_stream(
 
     `parallel_reads` files are open at once, their records interleaved. shuffle: the file
     order is drawn afresh each epoch (each iteration) from `seed`, and records come in
-    whatever order the reads finish; otherwise files are read in the given order and the
-    records come out in a fixed order (every record exactly once either way).
+    whatever order the reads finish (with one read at a time, file by file in the drawn
+    order); otherwise files are read in the given order and the records come out in a fixed
+    order (every record exactly once either way).
     """
     if not files:
         raise ValueError("record_stream: no files")
@@ -88,8 +89,12 @@ def record_stream(
     if shuffle:
         listed = listed.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     cycle_length = min(len(files), parallel_reads)
+    # Shuffled reads take records as reads finish; one file at a time has no order to gain,
+    # and keeps the drawn file order (TensorFlow would otherwise prefetch the next file and
+    # mix in its records whenever the current one stalls).
+    deterministic = not shuffle or cycle_length == 1
     if cache is not None:
-        listed = _through_cache(listed, files, cache, cycle_length, deterministic=not shuffle)
+        listed = _through_cache(listed, files, cache, cycle_length, deterministic)
     streamed = not all(tensorflow_reads(entry.path) for entry in files)
     remote = any(storage.is_remote(entry.path) for entry in files)
     buffer_size = _REMOTE_BUFFER_BYTES if remote else None
@@ -110,7 +115,7 @@ def record_stream(
         lambda path, readable, size: _checked_records(path, size, batches(readable)),
         cycle_length=cycle_length,
         num_parallel_calls=cycle_length,
-        deterministic=not shuffle,
+        deterministic=deterministic,
     )
 
 

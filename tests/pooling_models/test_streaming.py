@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from features import gcs, storage
+from features.record_stream import match_record_files, record_stream
 from features.records import encode_frame_example
 from features.shard_cache import ShardCache
 from features.tfrecord_framing import frame_record
@@ -92,11 +93,19 @@ def shards(gcs_bucket) -> str:
 
 
 def shard_orders(pattern: str, seed: int, epochs: int) -> list[tuple[int, ...]]:
-    """The shard order of each epoch: one file at a time, records unshuffled."""
-    data = dataset(pattern, True, seed=seed, parallel_reads=1, shuffle_buffer=1)
+    """The shard order of each epoch, seen at the record stream (one file at a time):
+    training parses batches in parallel and hands them on as they finish, so past the stream
+    whole shards may trade places."""
+    stream = record_stream(match_record_files(pattern), shuffle=True, seed=seed, parallel_reads=1)
     orders = []
     for _ in range(epochs):
-        ids = read_ids(data)
+        ids = [
+            tf.train.SequenceExample.FromString(record.numpy())
+            .context.feature["id"]
+            .bytes_list.value[0]
+            .decode()
+            for record in stream
+        ]
         assert sorted(ids) == sorted(all_ids())  # every video, once per epoch
         orders.append(tuple(dict.fromkeys(int(video_id[1]) for video_id in ids)))
     return orders

@@ -66,7 +66,9 @@ def test_nonlocal_early_fusion_trains_and_round_trips(extracted, tmp_path):
     start, and train_config.json records both, so eval_pool rebuilds the model."""
     output = tmp_path / "model"
     flags = ["--pooling", "nonlocal", "--fusion", "early", "--nonlocal_bottleneck", "4"]
-    args = train_args(extracted / "frame/*.tfrecord", output, *flags, "--epochs", "2")
+    # Four epochs: after two the loss had fallen by 7.5 to 12 % over runs (threads make
+    # training nondeterministic), too close to the bound below.
+    args = train_args(extracted / "frame/*.tfrecord", output, *flags, "--epochs", "4")
     assert train_pool.main(args) == 0
     train_config = model_dir.read_train_config(str(output))
     model_config = train_config.model
