@@ -17,7 +17,6 @@ at once.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -84,13 +83,6 @@ def add_compute_flags(parser: Parser) -> None:
         default=AUTO,
         help="videos decoded at once by threads feeding one model per process; auto: this "
         "machine's cores on the local runner, Beam's harness threads on Dataflow",
-    )
-
-
-def with_compute(spec: FeatureSpec, args: argparse.Namespace) -> FeatureSpec:
-    """`spec` computed at --precision with --jit_compile."""
-    return dataclasses.replace(
-        spec, precision=args.precision, jit_compile=JIT_SETTINGS[args.jit_compile]
     )
 
 

@@ -44,9 +44,9 @@ from features.formats import (
 from features.streams import FeatureSpec, audio_spec
 from pipelines import extract_flags
 from pipelines.compute_flags import (
+    JIT_SETTINGS,
     check_precision_here,
     resolve_frames_per_batch,
-    with_compute,
     with_decode_workers,
 )
 from pipelines.config import ExtractConfig, FaultPlan, check_decode_device
@@ -125,8 +125,12 @@ def stream_specs(args: argparse.Namespace) -> tuple[FeatureSpec, ...]:
     """One FeatureSpec per --streams name, rgb first (reads the backbone registry), each
     decoded as --decode and --decode_device say, and computed at --precision."""
     return tuple(
-        with_compute(
-            dataclasses.replace(spec, decode=args.decode, decode_device=args.decode_device), args
+        dataclasses.replace(
+            spec,
+            decode=args.decode,
+            decode_device=args.decode_device,
+            precision=args.precision,
+            jit_compile=JIT_SETTINGS[args.jit_compile],
         )
         for spec in _network_specs(args)
     )

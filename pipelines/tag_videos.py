@@ -70,7 +70,12 @@ class TagConfig:
             ("--min_score", self.min_score, 0 <= self.min_score <= 1, "a probability in [0, 1]"),
             ("--segment_seconds", self.segment_seconds, 0 < self.segment_seconds < finite, "> 0"),
             ("--smooth", self.smooth, self.smooth >= 1, "an integer >= 1"),
-            ("--frames_per_batch", self.frames_per_batch, self.frames_per_batch >= 0, ">= 1"),
+            (
+                "--frames_per_batch",
+                self.frames_per_batch,
+                self.frames_per_batch >= 0,
+                "auto or >= 1",
+            ),
             ("--precision", self.precision, self.precision in PRECISIONS, "|".join(PRECISIONS)),
             (
                 "--decode_device",

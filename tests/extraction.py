@@ -2,10 +2,15 @@
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from features import records, sample_library
+from features.pca import fit_pca
+from features.synthetic_video import render_index_frame, write_video
 from pipelines import extract_features
 from pipelines.config import ExtractConfig, FaultPlan
 from tests import broken_videos
@@ -44,6 +49,26 @@ def tiny_args(library: Path, output: Path, *extra: str) -> list[str]:
         "--backbone", "tiny", "--weights", "random", "--pca_dims", "32",
         "--frames_per_batch", "16", "--audio_weights", "random", *extra,
     ]  # fmt: skip
+
+
+def index_library(root: Path, offsets: Sequence[int], frames: int, fps: int) -> Path:
+    """H.264 videos a.mp4, b.mp4, ... under root/videos, one per offset, each of `frames`
+    96x128 frames stamped with their index plus the offset, and root/pca.npz for the tiny
+    backbone (32 dims), so runs with --pca skip the fit pass."""
+    (root / "videos").mkdir()
+    for name, offset in zip("abcdefgh", offsets, strict=False):
+        stamped = (render_index_frame(k + offset, 96, 128) for k in range(frames))
+        write_video(str(root / "videos" / f"{name}.mp4"), stamped, fps=fps)
+    features = np.random.default_rng(0).normal(size=(300, 256)).astype(np.float32)
+    fit_pca(features, 32).save(str(root / "pca.npz"))
+    return root
+
+
+def index_run_args(library: Path, output: Path, fps: float, *extra: str) -> list[str]:
+    """tiny_args for an index_library: rgb only at `fps`, with its PCA."""
+    pca = str(library / "pca.npz")
+    rgb_only = ("--streams", "rgb", "--fps", str(fps), "--pca", pca)
+    return tiny_args(library / "videos", output, *rgb_only, *extra)
 
 
 def tiny_config(library: Path, output: Path, *extra: str) -> ExtractConfig:

@@ -12,16 +12,21 @@ import numpy as np
 import pytest
 
 from features.cli import UsageError
-from features.pca import fit_pca
 from features.streams import FeatureSpec
-from features.synthetic_video import render_index_frame, write_video
 from pipelines import compute_flags
 from pipelines.compute_flags import (
     count_or_auto,
     resolve_frames_per_batch,
     with_decode_workers,
 )
-from tests.extraction import exit_status, frame_records, one_line_error, tiny_args, tiny_config
+from tests.extraction import (
+    exit_status,
+    frame_records,
+    index_library,
+    index_run_args,
+    one_line_error,
+    tiny_config,
+)
 
 RGB = FeatureSpec("rgb", "tiny", "random", 0, (64, 64), 1.0, "fit", 8)
 DATAFLOW = ("--runner", "DataflowRunner")
@@ -73,21 +78,11 @@ def test_frames_per_batch_auto_is_the_cpu_default_here_and_refused_for_dataflow(
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three 3 s videos and a PCA for the tiny backbone (no fit pass)."""
-    root = tmp_path_factory.mktemp("compute_library")
-    (root / "videos").mkdir()
-    for name, offset in (("a", 0), ("b", 30), ("c", 60)):
-        frames = (render_index_frame(k + offset, 96, 128) for k in range(45))
-        write_video(str(root / "videos" / f"{name}.mp4"), frames, fps=15)
-    features = np.random.default_rng(0).normal(size=(300, 256)).astype(np.float32)
-    fit_pca(features, 32).save(str(root / "pca.npz"))
-    return root
+    return index_library(tmp_path_factory.mktemp("compute_library"), (0, 30, 60), 45, fps=15)
 
 
 def run_args(library: Path, output: Path, *extra: str) -> list[str]:
-    pca = str(library / "pca.npz")
-    return tiny_args(
-        library / "videos", output, "--streams", "rgb", "--fps", "5", "--pca", pca, *extra
-    )
+    return index_run_args(library, output, 5, *extra)
 
 
 def test_config_carries_the_compute_flags(library, tmp_path):

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import apache_beam as beam
-import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -15,12 +14,16 @@ from apache_beam.testing.util import assert_that, equal_to
 from features import streams
 from features.decoding import gpu_decode_problem
 from features.frames import DecodeReport, iter_frame_chunks
-from features.pca import fit_pca
-from features.synthetic_video import render_index_frame, write_video
 from framevlad_proto import framevlad_pb2
 from pipelines.config import check_decode_device
 from pipelines.transforms import count_outcomes
-from tests.extraction import exit_status, frame_records, one_line_error, tiny_args
+from tests.extraction import (
+    exit_status,
+    frame_records,
+    index_library,
+    index_run_args,
+    one_line_error,
+)
 
 FPS = 10  # samples per second of 30 fps videos: every 3rd frame, some of them B-frames fast skips
 
@@ -29,21 +32,11 @@ FPS = 10  # samples per second of 30 fps videos: every 3rd frame, some of them B
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two 4 s, 30 fps H.264 videos with B-frames, and a PCA for the tiny backbone (so no
     fit pass runs)."""
-    root = tmp_path_factory.mktemp("decode_library")
-    (root / "videos").mkdir()
-    for name, offset in (("a", 0), ("b", 40)):
-        frames = (render_index_frame(k + offset, 96, 128) for k in range(120))
-        write_video(str(root / "videos" / f"{name}.mp4"), frames, fps=30)
-    features = np.random.default_rng(0).normal(size=(300, 256)).astype(np.float32)
-    fit_pca(features, 32).save(str(root / "pca.npz"))
-    return root
+    return index_library(tmp_path_factory.mktemp("decode_library"), (0, 40), 120, fps=30)
 
 
 def run_args(library: Path, output: Path, *extra: str) -> list[str]:
-    return tiny_args(
-        library / "videos", output, "--streams", "rgb", "--fps", str(FPS), "--pca",
-        str(library / "pca.npz"), *extra,
-    )  # fmt: skip
+    return index_run_args(library, output, FPS, *extra)
 
 
 def test_fast_with_a_stream_that_needs_every_frame_is_one_line(library, tmp_path, capsys):
